@@ -1,0 +1,3 @@
+"""vLLM chat service gateway."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,105 @@
+"""Shared dependencies as `Annotated` aliases, so routes read like their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.errors import DatabaseUnavailable, Forbidden, Unauthorized, is_database_outage
+from app.core.middleware import log_fields
+from app.services.auth import AuthService, Principal
+from app.services.login_throttle import LoginThrottle
+from app.services.users import UserAdminService
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; only this dependency commits or rolls back.
+
+    Declared with scope="function", so the commit happens before the response is sent and a
+    failed commit is the client's error response, not a silent loss.
+    """
+    factory = request.app.state.session_factory
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except Exception as exc:
+            await session.rollback()
+            if is_database_outage(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_auth_service(session: SessionDep, settings: SettingsDep) -> AuthService:
+    return AuthService(session, settings)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential or " " in credential:
+        raise Unauthorized("malformed Authorization header, expected 'Bearer <token>'")
+    return credential
+
+
+async def get_principal(request: Request, auth: AuthServiceDep, settings: SettingsDep) -> Principal:
+    credential = _bearer(request)
+    if credential is None:
+        if settings.development_mode:
+            principal = await auth.dev_principal()
+        else:
+            raise Unauthorized()
+    else:
+        principal = await auth.authenticate(credential)
+    log_fields(request)["user_id"] = principal.user_id
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+
+
+def get_login_throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+
+
+def get_user_admin(session: SessionDep, settings: SettingsDep) -> UserAdminService:
+    return UserAdminService(session, settings)
+
+
+UserAdminDep = Annotated[UserAdminService, Depends(get_user_admin)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,103 @@
+"""Operator commands: `python -m app.cli {serve,migrate,create-admin}` (run from gateway/)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+
+from pydantic import ValidationError
+
+from app.core.config import Settings, get_settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host or settings.gateway_host,
+        port=args.port or settings.gateway_port,
+        workers=args.workers,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    from app.db.engine import create_engine
+    from app.db.migrate import migrate
+
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _create_admin(settings: Settings, username: str, password: str, email: str | None) -> str:
+    from app.core.errors import Conflict
+    from app.db.engine import create_engine, create_session_factory
+    from app.db.models import Role
+    from app.schemas.auth import CreateUserRequest
+    from app.services.users import UserAdminService
+
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine).begin() as session:
+            data = CreateUserRequest(
+                username=username, password=password, email=email, role=Role.ADMIN
+            )
+            try:
+                user = await UserAdminService(session, settings).create(data)
+            except Conflict as exc:
+                return f"error: {exc.message}"
+            return f"admin {user.username!r} created (id {user.id})"
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway with uvicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    sub.add_parser("migrate", help="apply database migrations up to head")
+    admin = sub.add_parser("create-admin", help="create an admin account")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email")
+    admin.add_argument("--password", help="read from the terminal when omitted")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # the messages only: the input values may hold secrets
+        reasons = "\n".join(
+            f"  - {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+        )
+        print(f"configuration error:\n{reasons}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        print("database migrated to head")
+        return 0
+    password = args.password or getpass.getpass("password: ")
+    message = asyncio.run(_create_admin(settings, args.username, password, args.email))
+    print(message)
+    return 1 if message.startswith("error") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

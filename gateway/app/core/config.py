@@ -1,0 +1,180 @@
+"""Settings: one object, read from the environment and `.env` (names of seed 002 §7.4)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "change-me"  # noqa: S105 - the documented placeholder we refuse in production
+GATEWAY_DIR = Path(__file__).resolve().parents[2]
+REPO_DIR = GATEWAY_DIR.parent
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class ModelRuntime(StrEnum):
+    EXTERNAL = "external"
+    PROCESS = "process"
+    DOCKER = "docker"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=(REPO_DIR / ".env", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `NAME=` in .env means "the default", as in .env.sample
+    )
+
+    # --- deployment -------------------------------------------------------------------
+    environment: Environment = Environment.LOCAL
+    development_mode: bool = False
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    frontend_port: int = 3000
+    forwarded_allow_ips: str = "127.0.0.1"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000"]
+    )
+
+    # --- auth ---------------------------------------------------------------------------
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 30)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    admin_email: str | None = None
+    login_max_failures: int = Field(default=10, ge=1)
+    login_window_s: int = Field(default=60, ge=1)
+
+    # --- persistence --------------------------------------------------------------------
+    database_url: str | None = None
+    postgres_host: str | None = None
+    postgres_port: int = 5432
+    postgres_db: str = "chat"
+    postgres_user: str = "app"
+    postgres_password: str = "pass"  # noqa: S105 - compose default, overridden by .env
+    sqlite_path: Path = GATEWAY_DIR / "data" / "gateway.db"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_timeout_s: float = Field(default=5.0, gt=0)
+    migrate_on_start: bool = True
+    db_startup_timeout_s: float = Field(default=30.0, ge=0)
+
+    # --- redis --------------------------------------------------------------------------
+    redis_url: str | None = None
+
+    # --- upstream / model -------------------------------------------------------------------
+    vllm_base_url: str = "http://127.0.0.1:8000/v1"
+    model_runtime: ModelRuntime = ModelRuntime.EXTERNAL
+    model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
+    hugging_face_hub_token: str | None = None
+    vllm_port: int = 8000
+    vllm_tp: int = Field(default=2, ge=1)
+    vllm_maxlen: int = Field(default=8192, ge=1)
+    vllm_util: float = Field(default=0.55, gt=0, le=1)
+    health_probe_timeout_s: float = Field(default=2.0, gt=0)
+
+    # --- HTTP limits and logs ---------------------------------------------------------------
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    log_content: bool = False
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("sqlite_path")
+    @classmethod
+    def _anchor_relative_path(cls, value: Path) -> Path:
+        # relative paths are relative to the repository root, whatever the working directory
+        return value if value.is_absolute() else REPO_DIR / value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        problems: list[str] = []
+        if self.jwt_secret == DEFAULT_JWT_SECRET or len(self.jwt_secret) < 32:
+            problems.append(
+                "JWT_SECRET must be set to a random value of at least 32 characters "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        if self.development_mode:
+            problems.append("DEVELOPMENT_MODE=true is not allowed in production")
+        if self.admin_password is not None and self.admin_password in {"admin123", "admin"}:
+            problems.append("ADMIN_PASSWORD must not be a well-known default")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    def use_local_jwt_secret(self) -> None:
+        """Local mode with the placeholder secret: use a random one kept beside the database,
+        so tokens survive restarts but nobody shares the well-known `change-me`."""
+        if self.is_production or self.jwt_secret != DEFAULT_JWT_SECRET:
+            return
+        path = self.sqlite_path.parent / ".jwt_secret"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        self.jwt_secret = path.read_text().strip()
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def seed_demo_accounts(self) -> bool:
+        """The `admin/admin123` and `test/test` accounts exist only outside production."""
+        return not self.is_production
+
+    @property
+    def effective_database_url(self) -> str:
+        """`DATABASE_URL` wins; else Postgres when `POSTGRES_HOST` is set; else SQLite."""
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        if self.postgres_host:
+            return (
+                f"postgresql+asyncpg://{quote(self.postgres_user, safe='')}:"
+                f"{quote(self.postgres_password, safe='')}@{self.postgres_host}:"
+                f"{self.postgres_port}/{self.postgres_db}"
+            )
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual spellings (`postgres://`, `sqlite://`, ...) and pick async drivers."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,184 @@
+"""Domain errors and the one place that turns any failure into the SPEC's error body."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from app.core.request_context import current_request_id
+
+log = structlog.get_logger()
+
+
+class AppError(Exception):
+    """A failure with a status, a stable code and a message safe to show to the client."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = dict(headers or {})
+
+
+class BadRequest(AppError):
+    status_code, code = 400, "bad_request"
+
+
+class Unauthorized(AppError):
+    status_code, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "authentication required", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kw)
+
+
+class Forbidden(AppError):
+    status_code, code = 403, "forbidden"
+
+
+class NotFound(AppError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status_code, code = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code, code = 413, "payload_too_large"
+
+
+class ValidationFailed(AppError):
+    status_code, code = 422, "validation_error"
+
+
+class RateLimited(AppError):
+    status_code, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, **kw: Any) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        headers["Retry-After"] = str(max(1, retry_after_s))
+        super().__init__(message, headers=headers, **kw)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class ServiceUnavailable(AppError):
+    status_code, code = 503, "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+    def __init__(self, message: str = "the database is unavailable, try again shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_timeout",
+}
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
+    err.update(extra)
+    return {"error": err}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str, list[dict[str, Any]]]:
+    details: list[dict[str, Any]] = []
+    code = "validation_error"
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            code = "invalid_json"
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        details.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", ""))})
+    if code == "invalid_json":
+        return code, "request body is not valid JSON", []
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    return code, f"{first['field']}: {first['message']}", details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_app_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        code, message, details = _describe_validation(exc)
+        if details:
+            return error_response(422, code, message, details=details)
+        return error_response(422, code, message)
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, exc.headers)
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Connection-level database failures (refused, reset, pool timeout), not query bugs."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, OSError | TimeoutError | InterfaceError | PoolTimeout):
+        return True
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def response_for_unexpected(exc: BaseException) -> JSONResponse:
+    """The body for an exception no handler claimed: never a traceback, 503 for a DB outage."""
+    if is_database_outage(exc):
+        log.warning("database unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+        err = DatabaseUnavailable()
+        return error_response(err.status_code, err.code, err.message, err.headers)
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")

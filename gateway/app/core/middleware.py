@@ -1,0 +1,132 @@
+"""The one pure-ASGI middleware on every request.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware) so streaming responses pass straight through and
+client disconnects stay visible to the endpoint. It gives every request an id (kept from a sane
+incoming `X-Request-ID`), enforces the body size limit, turns any unclaimed exception into the
+error body, and writes exactly one log line per request. Handlers add fields to that line through
+`request.state.log` (see `log_fields`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import PayloadTooLarge, error_response, response_for_unexpected
+from app.core.request_context import set_request_id
+
+log = structlog.get_logger("gateway.access")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/health", "/metrics"})
+
+
+def log_fields(request: Request) -> dict[str, Any]:
+    """The mutable dict of extra fields for this request's access-log line."""
+    state = request.scope.setdefault("state", {})
+    fields: dict[str, Any] = state.setdefault("log", {})
+    return fields
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        set_request_id(request_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        fields: dict[str, Any] = state.setdefault("log", {})
+        status = 0
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        try:
+            if declared is not None and declared > limit:
+                await _too_large(limit)(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, _limited(receive, limit), send_wrapper)
+        except Exception as exc:  # the last line of defence: a body, never a traceback
+            if not response_started:
+                await response_for_unexpected(exc)(scope, receive, send_wrapper)
+            else:
+                log.error("error after response started", exc_info=exc)
+        finally:
+            path = scope["path"]
+            final_status = fields.pop("status_code", status or 500)
+            line = {
+                "method": scope["method"],
+                "path": path,
+                "status_code": final_status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "client_ip": (scope.get("client") or ("-",))[0],
+                **fields,
+            }
+            if path in _QUIET_PATHS and final_status < 400:
+                log.debug("request", **line)
+            else:
+                log.info("request", **line)
+            set_request_id(None)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _SANE_REQUEST_ID.match(text) else None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> ASGIApp:
+    err = PayloadTooLarge(f"request body exceeds {limit} bytes")
+    return error_response(err.status_code, err.code, err.message)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive (chunked uploads have no Content-Length)."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                # an HTTPException, because FastAPI turns other errors while reading into 400
+                raise HTTPException(413, f"request body exceeds {limit} bytes")
+        return message
+
+    return wrapped

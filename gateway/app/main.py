@@ -1,0 +1,118 @@
+"""The app factory and its lifespan: every long-lived client is built here, once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import __version__
+from app.api.routes import admin_users, auth, health
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers, is_database_outage
+from app.core.logging import configure_logging
+from app.core.middleware import RequestContextMiddleware
+from app.db.engine import create_engine, create_session_factory
+from app.db.migrate import migrate
+from app.services.health import HealthChecker
+from app.services.login_throttle import LoginThrottle
+from app.services.users import StartupRefused, ensure_initial_accounts
+
+log = structlog.get_logger()
+
+
+async def _migrate_when_reachable(engine: AsyncEngine, settings: Settings) -> None:
+    """Compose may start us before Postgres accepts connections: retry for a while."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.db_startup_timeout_s
+    delay = 0.25
+    while True:
+        try:
+            await migrate(engine)
+            return
+        except Exception as exc:
+            if not is_database_outage(exc) or loop.time() + delay > deadline:
+                raise StartupRefused(
+                    f"database not usable at start-up ({type(exc).__name__}: {exc})"
+                ) from exc
+            log.warning("database not reachable yet, retrying", error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    session_factory = create_session_factory(engine)
+    redis = (
+        Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        if settings.redis_url
+        else None
+    )
+    http = httpx.AsyncClient(timeout=settings.health_probe_timeout_s)
+    try:
+        try:
+            if settings.migrate_on_start:
+                await _migrate_when_reachable(engine, settings)
+            await ensure_initial_accounts(session_factory, settings)
+        except StartupRefused as exc:
+            log.error("gateway refused to start", reason=str(exc))
+            raise
+        if settings.development_mode:
+            log.warning(
+                "DEVELOPMENT_MODE is on: requests without a token act as the admin. "
+                "Never use this outside a developer machine."
+            )
+        app.state.engine = engine
+        app.state.session_factory = session_factory
+        app.state.redis = redis
+        app.state.http = http
+        app.state.login_throttle = LoginThrottle(
+            settings.login_max_failures, settings.login_window_s
+        )
+        app.state.health = HealthChecker(
+            engine,
+            timeout_s=settings.health_probe_timeout_s,
+            redis=redis,
+            upstream_url=settings.vllm_base_url,
+            http=http,
+        )
+        log.info(
+            "gateway started",
+            version=__version__,
+            environment=settings.environment.value,
+            database=engine.dialect.name,
+        )
+        yield
+    finally:
+        await http.aclose()
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+        log.info("gateway stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.use_local_jwt_secret()
+    configure_logging(settings.log_level, settings.log_format)
+    app = FastAPI(
+        title="vLLM Chat Gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None if settings.is_production else "/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (health, auth, admin_users):
+        app.include_router(module.router)
+    return app

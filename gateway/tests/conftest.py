@@ -1,0 +1,199 @@
+"""Shared fixtures.
+
+Every test that touches the database runs twice: on SQLite and on the real Postgres at
+127.0.0.1:5432. Each engine gets one uniquely named database per test session (dropped at the
+end); tables are emptied before each test. Postgres missing is a skip on a laptop but a
+failure in CI (CI=true or REQUIRE_POSTGRES=1), so a green CI run means the Postgres tests ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import delete
+
+from app.core.config import Settings
+from app.db.base import Base
+from app.db.engine import create_engine
+from app.main import create_app
+
+GATEWAY_DIR = Path(__file__).resolve().parents[1]
+PG_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+REQUIRE_POSTGRES = os.environ.get("CI") == "true" or os.environ.get("REQUIRE_POSTGRES") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    return await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+
+
+async def create_pg_database(prefix: str = "gw_test") -> str:
+    """Create a uniquely named database and return its async SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """One database per engine per test session."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
+        return
+    if not _postgres_available():
+        if REQUIRE_POSTGRES:
+            pytest.fail("Postgres at 127.0.0.1:5432 is required in CI but is not reachable")
+        pytest.skip("Postgres at 127.0.0.1:5432 not reachable")
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "sqlite_path": tmp_path / "unused.db",
+        "jwt_secret": TEST_JWT_SECRET,
+        "bcrypt_rounds": 4,  # the cost is a setting; tests need speed, not strength
+        "environment": "local",
+        "development_mode": False,
+        "redis_url": None,
+        "vllm_base_url": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens: vllm down
+        "log_format": "json",
+        "db_startup_timeout_s": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+async def empty_tables(database_url: str, settings: Settings) -> None:
+    engine = create_engine(settings, database_url)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(delete(table))
+    except Exception:  # noqa: S110 - the very first run has no tables yet
+        pass
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    assert settings.database_url is not None
+    await empty_tables(settings.database_url, settings)
+    application = create_app(settings)
+    async with LifespanManager(application, startup_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+        yield c
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> str:
+    response = await client.post(
+        "/api/auth/login", json={"username": username, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await login(client, "admin", "admin123"))
+
+
+@pytest.fixture
+async def user_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await login(client, "test", "test"))
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The SPEC's one error shape, with the request id also in the header."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    err: dict[str, Any] = body["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert err["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async or sync predicate until it returns a truthy value, or fail at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def gateway_dir() -> Iterator[Path]:
+    yield GATEWAY_DIR

@@ -1,0 +1,94 @@
+"""Alembic: empty → head on both engines gives exactly the models' schema; down and up again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+
+from app.db.base import Base
+from app.db.engine import create_engine
+from app.db.migrate import alembic_config, migrate
+from tests.conftest import create_pg_database, drop_pg_database, make_settings
+
+EXPECTED_INDEXES = {
+    "conversations": {"ix_conversations_user_id_updated_at"},
+    "messages": {"ix_messages_conversation_id_created_at"},
+    "requests": {"ix_requests_user_id_created_at", "ix_requests_created_at"},
+    "api_keys": {"ix_api_keys_user_id"},
+}
+
+
+@pytest.fixture
+async def empty_database(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A brand-new database of the same engine as `database_url`."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    url = await create_pg_database("gw_migr")
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+def _diff(conn: Connection) -> list[object]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _schema(conn: Connection) -> dict[str, object]:
+    insp = inspect(conn)
+    return {
+        t: (
+            sorted(c["name"] for c in insp.get_columns(t)),
+            sorted(i["name"] or "" for i in insp.get_indexes(t)),
+        )
+        for t in insp.get_table_names()
+    }
+
+
+async def test_empty_to_head_matches_models(empty_database: str, tmp_path: Path) -> None:
+    engine = create_engine(make_settings(empty_database, tmp_path), empty_database)
+    try:
+        await migrate(engine)
+        await migrate(engine)  # a second run is a no-op, not an error
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            schema = await conn.run_sync(_schema)
+        assert set(schema) >= {
+            "users",
+            "user_settings",
+            "api_keys",
+            "conversations",
+            "messages",
+            "requests",
+            "alembic_version",
+        }
+        for table, indexes in EXPECTED_INDEXES.items():
+            assert indexes <= set(schema[table][1]), (table, schema[table])
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_to_base_and_up_again(empty_database: str, tmp_path: Path) -> None:
+    engine = create_engine(make_settings(empty_database, tmp_path), empty_database)
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(_schema)
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "base"))
+            await conn.commit()
+            emptied = await conn.run_sync(_schema)
+        assert set(emptied) <= {"alembic_version", "sqlite_sequence"}
+        await migrate(engine)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_schema) == before
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()

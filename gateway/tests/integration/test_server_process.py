@@ -1,0 +1,166 @@
+"""The gateway as a real process (`python -m app.cli serve`), as the README's command runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import (
+    GATEWAY_DIR,
+    TEST_JWT_SECRET,
+    empty_tables,
+    free_port,
+    make_settings,
+    wait_until,
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
+    }
+    env.update(
+        {
+            "BCRYPT_ROUNDS": "4",
+            "LOG_FORMAT": "json",
+            "VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def gateway_process(
+    env: dict[str, str], log_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=GATEWAY_DIR,
+            env=env | {"GATEWAY_PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc, f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    async def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            async with httpx.AsyncClient() as c:
+                return (await c.get(f"{base}/health/live", timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_until(up, timeout=30, interval=0.1)
+
+
+async def test_serves_login_and_health(database_url: str, tmp_path: Path) -> None:
+    await empty_tables(database_url, make_settings(database_url, tmp_path))
+    env = _env(DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
+    log_path = tmp_path / "gateway.log"
+    with gateway_process(env, log_path) as (proc, base):
+        await _wait_healthy(base, proc, log_path)
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.post(
+                "/api/auth/login", json={"username": "admin", "password": "admin123"}
+            )
+            assert r.status_code == 200 and r.json()["token_type"] == "bearer"
+            me = await client.get(
+                "/api/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
+            )
+            assert me.json()["role"] == "admin"
+            health = (await client.get("/health")).json()
+            assert health["services"]["database"]["status"] == "up"
+            assert health["status"] in ("healthy", "degraded")
+    lines = log_path.read_text().splitlines()
+    assert any(
+        '"path": "/api/auth/login"' in line and '"status_code": 200' in line for line in lines
+    )
+    assert "admin123" not in log_path.read_text()
+    # SIGTERM is a graceful shutdown: the lifespan ran to its end (uvicorn re-raises the signal)
+    assert '"event": "gateway stopped"' in lines[-1] or any("gateway stopped" in x for x in lines)
+
+
+def test_production_refuses_default_secret(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        cwd=GATEWAY_DIR,
+        env=_env(
+            ENVIRONMENT="production", DEVELOPMENT_MODE="true", SQLITE_PATH=str(tmp_path / "g.db")
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "JWT_SECRET" in result.stderr and "DEVELOPMENT_MODE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_production_without_admin_refuses_then_bootstraps_from_env(
+    database_url: str, tmp_path: Path
+) -> None:
+    await empty_tables(database_url, make_settings(database_url, tmp_path))
+    env = _env(DATABASE_URL=database_url, ENVIRONMENT="production", JWT_SECRET=TEST_JWT_SECRET)
+    refused = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+        cwd=GATEWAY_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "without an admin account" in refused.stdout + refused.stderr
+
+    env |= {"ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "a-strong-admin-pass"}
+    log_path = tmp_path / "prod.log"
+    with gateway_process(env, log_path) as (proc, base):
+        await _wait_healthy(base, proc, log_path)
+        async with httpx.AsyncClient(base_url=base) as client:
+            ok = await client.post(
+                "/api/auth/login", json={"username": "root", "password": "a-strong-admin-pass"}
+            )
+            assert ok.status_code == 200
+            for user, pw in (("admin", "admin123"), ("test", "test")):
+                r = await client.post("/api/auth/login", json={"username": user, "password": pw})
+                assert r.status_code == 401  # no demo accounts in production
+            assert (await client.get("/docs")).status_code == 404
+
+
+def test_cli_migrate_and_create_admin(tmp_path: Path) -> None:
+    env = _env(SQLITE_PATH=str(tmp_path / "cli.db"))
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=GATEWAY_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run("migrate").returncode == 0
+    created = run("create-admin", "--username", "ops", "--password", "ops-password-1")
+    assert created.returncode == 0 and "created" in created.stdout
+    again = run("create-admin", "--username", "ops", "--password", "ops-password-1")
+    assert again.returncode == 1 and "already exists" in again.stdout

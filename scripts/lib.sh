@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Shared helpers for the ops scripts. Sourced, never run.
+set -euo pipefail
+
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GATEWAY_DIR="$ROOT_DIR/gateway"
+VENV_DIR="$GATEWAY_DIR/.venv"
+RUN_DIR="$ROOT_DIR/.run"
+LOG_DIR="$RUN_DIR/logs"
+
+say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
+die()  { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Read a variable from the environment, else from .env, else a default.
+env_or_dotenv() {
+  local name="$1" default="${2:-}" value="${!1:-}"
+  if [[ -z "$value" && -f "$ROOT_DIR/.env" ]]; then
+    value="$(grep -E "^${name}=" "$ROOT_DIR/.env" | tail -n1 | cut -d= -f2- || true)"
+  fi
+  printf '%s' "${value:-$default}"
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install it by hand or run as root)"; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null || die "missing $* and no apt-get to install it with"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    say "apt-get update"; as_root apt-get update -qq; APT_UPDATED=1
+  fi
+  say "installing Debian packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+find_python() {
+  local candidate
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$candidate"; return
+    fi
+  done
+  return 1
+}
+
+# Create gateway/.venv and install the locked dependencies (runtime or dev).
+ensure_venv() {
+  local lock="$GATEWAY_DIR/requirements${1:+-$1}.lock" python stamp
+  python="$(find_python)" || { apt_install python3 python3-venv; python="$(find_python)"; } ||
+    die "Python >= 3.11 is required"
+  if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+    if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
+    say "creating $VENV_DIR"
+    "$python" -m venv "$VENV_DIR" || { apt_install python3-venv; rm -rf "$VENV_DIR"; "$python" -m venv "$VENV_DIR"; }
+  fi
+  stamp="$VENV_DIR/.installed-$(basename "$lock")"
+  if [[ ! -f "$stamp" ]] || ! cmp -s "$lock" "$stamp"; then
+    say "installing gateway dependencies from $(basename "$lock")"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$GATEWAY_DIR"
+    cp "$lock" "$stamp"
+  fi
+}
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Poll a URL until it answers 200, or give up after $2 seconds.
+wait_http() {
+  local url="$1" limit="${2:-60}" start=$SECONDS
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    (( SECONDS - start >= limit )) && return 1
+    sleep 0.3
+  done
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run every check: lint, types, and the test suite.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# The tests use the real Postgres and Redis on 127.0.0.1; start them if this machine has them stopped.
+if ! port_in_use 5432 && command -v pg_ctlcluster >/dev/null; then
+  say "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+
+ensure_venv dev
+cd "$GATEWAY_DIR"
+say "ruff"
+"$VENV_DIR/bin/ruff" check .
+"$VENV_DIR/bin/ruff" format --check .
+say "mypy"
+"$VENV_DIR/bin/mypy"
+say "pytest"
+"$VENV_DIR/bin/pytest" -q -p no:cacheprovider "$@"
