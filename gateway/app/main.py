@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.api.routes import admin_users, auth, health
+from app.api.routes import admin_users, auth, conversations, health, usage, user_settings
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
@@ -22,6 +22,7 @@ from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle
+from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
 
 log = structlog.get_logger()
@@ -77,6 +78,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.login_throttle = LoginThrottle(
             settings.login_max_failures, settings.login_window_s
         )
+        usage_recorder = UsageRecorder(session_factory, settings)
+        await usage_recorder.start()
+        app.state.usage_recorder = usage_recorder
         app.state.health = HealthChecker(
             engine,
             timeout_s=settings.health_probe_timeout_s,
@@ -92,6 +96,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
+        recorder = getattr(app.state, "usage_recorder", None)
+        if recorder is not None:
+            await recorder.stop()  # flushes every queued row before the engine goes away
         await http.aclose()
         if redis is not None:
             await redis.aclose()
@@ -113,6 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, auth, admin_users):
+    for module in (health, auth, admin_users, conversations, user_settings, usage):
         app.include_router(module.router)
     return app
