@@ -87,15 +87,33 @@ class Settings(BaseSettings):
     vllm_util: float = Field(default=0.55, gt=0, le=1)
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
 
+    # --- chat proxy -------------------------------------------------------------------------
+    upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
+    upstream_first_token_timeout_s: float = Field(default=120.0, gt=0)
+    upstream_idle_timeout_s: float = Field(default=60.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+    stream_flush_ms: int = Field(default=25, ge=0)
+    chat_max_messages: int = Field(default=500, ge=1)
+    chat_max_chars: int = Field(default=400_000, ge=1)
+    model_aliases: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    content_blocklist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    title_generation: bool = True
+    models_cache_s: float = Field(default=5.0, ge=0)
+
+    # --- usage recording ------------------------------------------------------------------------
+    usage_batch_size: int = Field(default=500, ge=1)
+    usage_flush_interval_ms: int = Field(default=500, ge=10)
+    usage_queue_max: int = Field(default=100_000, ge=100)
+
     # --- HTTP limits and logs ---------------------------------------------------------------
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "model_aliases", "content_blocklist", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
