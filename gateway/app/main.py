@@ -13,15 +13,19 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.api.routes import admin_users, auth, conversations, health, usage, user_settings
+from app.api.routes import admin_users, auth, chat, conversations, health, usage, user_settings
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
+from app.services.chat import ChatService
+from app.services.chat_store import ChatStore
 from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle
+from app.services.principal_cache import PrincipalCache
+from app.services.upstream import UpstreamClient
 from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
 
@@ -81,6 +85,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage_recorder = UsageRecorder(session_factory, settings)
         await usage_recorder.start()
         app.state.usage_recorder = usage_recorder
+        upstream = UpstreamClient(settings)
+        await upstream.start()
+        app.state.upstream = upstream
+        app.state.principal_cache = PrincipalCache(settings.auth_cache_ttl_s)
+        app.state.chat = ChatService(settings, upstream, ChatStore(session_factory), usage_recorder)
         app.state.health = HealthChecker(
             engine,
             timeout_s=settings.health_probe_timeout_s,
@@ -96,6 +105,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
+        chat_service = getattr(app.state, "chat", None)
+        if chat_service is not None:
+            await chat_service.drain()  # answers and titles still being written
+        upstream_client = getattr(app.state, "upstream", None)
+        if upstream_client is not None:
+            await upstream_client.stop()
         recorder = getattr(app.state, "usage_recorder", None)
         if recorder is not None:
             await recorder.stop()  # flushes every queued row before the engine goes away
@@ -120,6 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, auth, admin_users, conversations, user_settings, usage):
+    for module in (health, auth, admin_users, chat, conversations, user_settings, usage):
         app.include_router(module.router)
     return app

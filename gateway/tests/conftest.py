@@ -9,6 +9,8 @@ failure in CI (CI=true or REQUIRE_POSTGRES=1), so a green CI run means the Postg
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import socket
 import uuid
@@ -197,3 +199,95 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 @pytest.fixture(scope="session")
 def gateway_dir() -> Iterator[Path]:
     yield GATEWAY_DIR
+
+
+class LiveGateway:
+    """The gateway served by a real uvicorn server on a free port, inside the test's event loop,
+    so streaming, disconnects and timing behave as they do for real clients."""
+
+    def __init__(self, app: FastAPI, port: int) -> None:
+        import uvicorn
+
+        self.app = app
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveGateway:
+        self._task = asyncio.create_task(self.server.serve())
+        await wait_until(lambda: self.server.started or self._task.done(), timeout=30)  # type: ignore[union-attr]
+        if self._task.done():
+            self._task.result()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        assert self._task is not None
+        await self._task
+
+    def client(self, token: str | None = None, **kw: Any) -> httpx.AsyncClient:
+        headers = bearer(token) if token else {}
+        return httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=kw.pop("timeout", 30), **kw
+        )
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A zero-delay simulator for the module (each test may reset or reconfigure it)."""
+    from tests.sim_process import start_simulator
+
+    sim = start_simulator(
+        tmp_path_factory.mktemp("sim") / "simulator.log", "--max-model-len", "4096"
+    )
+    yield sim
+    sim.stop()
+
+
+async def sim_get(sim: Any, path: str) -> Any:
+    async with httpx.AsyncClient(base_url=sim.url, timeout=5) as c:
+        return (await c.get(path)).json()
+
+
+async def sim_post(sim: Any, path: str, body: Any) -> Any:
+    async with httpx.AsyncClient(base_url=sim.url, timeout=5) as c:
+        return (await c.post(path, json=body)).json()
+
+
+@pytest.fixture
+def start_gateway(database_url: str, tmp_path: Path, simulator: Any) -> Any:
+    """`async with start_gateway(**settings) as gw:` a live gateway in front of the simulator."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[LiveGateway]:
+        values: dict[str, Any] = {"vllm_base_url": f"{simulator.url}/v1", "title_generation": False}
+        values.update(overrides)
+        settings = make_settings(database_url, tmp_path, **values)
+        await empty_tables(database_url, settings)
+        await sim_post(simulator, "/sim/reset", {"config": True})
+        async with LiveGateway(create_app(settings), free_port()) as gateway:
+            yield gateway
+
+    return start
+
+
+async def read_sse(response: httpx.Response) -> list[Any]:
+    """Every `data:` payload of a streamed response, JSON-decoded ("[DONE]" kept as a string)."""
+    events: list[Any] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            payload = line[6:]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def content_of(events: list[Any]) -> str:
+    return "".join(
+        (e["choices"][0]["delta"].get("content") or "")
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
+    )

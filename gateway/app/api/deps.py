@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.errors import DatabaseUnavailable, Forbidden, Unauthorized, is_database_outage
 from app.core.middleware import log_fields
-from app.services.auth import AuthService, Principal
+from app.services.auth import AUTH_CHANGED, AuthService, Principal
 from app.services.login_throttle import LoginThrottle
+from app.services.principal_cache import PrincipalCache
 from app.services.users import UserAdminService
 
 
@@ -32,6 +33,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
+            if session.info.get(AUTH_CHANGED):
+                request.app.state.principal_cache.clear()
         except Exception as exc:
             await session.rollback()
             if is_database_outage(exc):
@@ -61,15 +64,28 @@ def _bearer(request: Request) -> str | None:
     return credential
 
 
-async def get_principal(request: Request, auth: AuthServiceDep, settings: SettingsDep) -> Principal:
+async def get_principal(request: Request, settings: SettingsDep) -> Principal:
+    """The caller, from the principal cache when possible (no database work on the hot path)."""
     credential = _bearer(request)
-    if credential is None:
-        if settings.development_mode:
-            principal = await auth.dev_principal()
-        else:
-            raise Unauthorized()
-    else:
-        principal = await auth.authenticate(credential)
+    if credential is None and not settings.development_mode:
+        raise Unauthorized()
+    cache: PrincipalCache = request.app.state.principal_cache
+    key = credential or "<development-mode>"
+    principal = cache.get(key)
+    if principal is None:
+        async with request.app.state.session_factory() as session:
+            try:
+                auth = AuthService(session, settings)
+                if credential is None:
+                    principal = await auth.dev_principal()
+                else:
+                    principal = await auth.authenticate(credential)
+                await session.commit()  # an API key's last-used time
+            except Exception as exc:
+                if is_database_outage(exc):
+                    raise DatabaseUnavailable() from exc
+                raise
+        cache.put(key, principal)
     log_fields(request)["user_id"] = principal.user_id
     return principal
 

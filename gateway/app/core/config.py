@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: str | None = None
     admin_email: str | None = None
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     login_max_failures: int = Field(default=10, ge=1)
     login_window_s: int = Field(default=60, ge=1)
 

@@ -32,6 +32,8 @@ from app.services.login_throttle import LoginThrottle
 log = structlog.get_logger()
 
 BAD_CREDENTIALS = "invalid username or password"
+# set in a session's `info` by any change that can invalidate resolved credentials
+AUTH_CHANGED = "auth_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class AuthService:
         user.password_hash = await hash_password_async(new, self.settings.bcrypt_rounds)
         # every token issued so far stops working; the caller gets a fresh one
         user.token_version += 1
+        self.session.info[AUTH_CHANGED] = True
         await self.session.flush()
         log.info("password changed", user_id=user.id)
         return self.issue_token(user)
@@ -190,4 +193,5 @@ class AuthService:
             raise NotFound("API key not found")
         if record.revoked_at is None:
             record.revoked_at = utcnow()
+            self.session.info[AUTH_CHANGED] = True
         log.info("api key revoked", user_id=principal.user_id, key_id=key_id)

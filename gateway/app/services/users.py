@@ -10,7 +10,7 @@ from app.core.errors import Conflict, NotFound
 from app.db.models import Role, User
 from app.repositories.users import UserRepository
 from app.schemas.auth import CreateUserRequest, UpdateUserRequest
-from app.services.auth import Principal, hash_password_async
+from app.services.auth import AUTH_CHANGED, Principal, hash_password_async
 
 log = structlog.get_logger()
 
@@ -70,6 +70,7 @@ class UserAdminService:
             )
         if changes.get("password") or changes.get("disabled") or "role" in changes:
             user.token_version += 1
+        self.session.info[AUTH_CHANGED] = True
         await self.session.flush()
         log.info("user updated", user_id=user.id, by=actor.user_id, fields=sorted(changes))
         return user
@@ -81,6 +82,7 @@ class UserAdminService:
         if user.is_admin and not user.disabled and await self.users.count_active_admins() <= 1:
             raise Conflict("this is the last active admin")
         await self.users.delete(user)
+        self.session.info[AUTH_CHANGED] = True
         await self.session.flush()
         log.info("user deleted", user_id=user_id, by=actor.user_id)
 

@@ -1,0 +1,214 @@
+"""Chat completions: validate, resolve the model, persist, relay, record usage.
+
+One instance lives on app.state (built in the lifespan) and serves both `/api/chat` (the UI:
+conversations, coalesced stream) and `/v1/chat/completions` (API clients: bytes as vLLM sent them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+import structlog
+
+from app.core.config import Settings
+from app.core.errors import AppError
+from app.services.auth import Principal
+from app.services.chat_request import openai_request, parse_json_object, ui_request
+from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
+from app.services.chat_stream import ChatRelay, StreamOutcome
+from app.services.upstream import ServedModel, UpstreamClient
+from app.services.usage_recorder import UsageRecord, UsageRecorder
+
+log = structlog.get_logger()
+
+TITLE_PROMPT = (
+    "Write a short title (at most 6 words) for a conversation that starts with the user's "
+    "message below. Answer with the title only, in the language of the message."
+)
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: UpstreamClient,
+        store: ChatStore,
+        recorder: UsageRecorder,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.store = store
+        self.recorder = recorder
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- entry points -------------------------------------------------------------------------
+    async def completion(
+        self,
+        principal: Principal,
+        raw_body: bytes,
+        *,
+        ui: bool,
+        request_id: str | None,
+        log_fields: dict[str, Any],
+    ) -> ChatRelay:
+        """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
+        model: ServedModel | None = None
+        try:
+            body = parse_json_object(raw_body)
+            model = await self.upstream.resolve(body.get("model"))
+            if ui:
+                req = ui_request(body, model, self.settings)
+                exchange = await self.store.begin(principal.user_id, req, model.id)
+                if exchange.system_prompt:
+                    req.messages.insert(0, {"role": "system", "content": exchange.system_prompt})
+            else:
+                req = openai_request(body, model, self.settings)
+                exchange = Exchange(None, None, False, None)
+        except AppError as err:
+            self._record(
+                principal, model, None, ui, request_id, status=err.status_code, error=err.code
+            )
+            raise
+        log_fields["model"] = model.id
+        headers = {}
+        if exchange.conversation_id is not None:
+            headers["X-Conversation-ID"] = exchange.conversation_id
+
+        def on_finish(outcome: StreamOutcome) -> None:
+            self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
+
+        return ChatRelay(
+            self.upstream,
+            req,
+            ui=ui,
+            flush_ms=self.settings.stream_flush_ms,
+            first_token_timeout_s=self.settings.upstream_first_token_timeout_s,
+            idle_timeout_s=self.settings.upstream_idle_timeout_s,
+            request_id=request_id,
+            on_finish=on_finish,
+            extra_headers=headers,
+            conversation_id=exchange.conversation_id,
+        )
+
+    async def list_models(self) -> list[ServedModel]:
+        return await self.upstream.models()
+
+    # --- after the answer ---------------------------------------------------------------------
+    def _finish(
+        self,
+        principal: Principal,
+        model: ServedModel,
+        exchange: Exchange,
+        ui: bool,
+        request_id: str | None,
+        outcome: StreamOutcome,
+        log_fields: dict[str, Any],
+    ) -> None:
+        """Runs in the relay's `finally`: synchronous, never raises, defers every write."""
+        self._record(
+            principal,
+            model,
+            exchange.conversation_id,
+            ui,
+            request_id,
+            status=outcome.status_code,
+            error=outcome.error_code,
+            outcome=outcome,
+        )
+        log_fields.update(
+            status_code=outcome.status_code,
+            ctx_len=outcome.prompt_tokens,
+            input_tokens=outcome.prompt_tokens,
+            output_tokens=outcome.completion_tokens,
+            ttft_ms=outcome.ttft_ms,
+        )
+        if outcome.error_code:
+            log_fields["error_code"] = outcome.error_code
+        if exchange.conversation_id is None:
+            return
+        self.spawn(self.store.finish(exchange.conversation_id, outcome, model.id))
+        if exchange.needs_title and exchange.question and outcome.status_code == 200:
+            self.spawn(self._title(exchange.conversation_id, exchange.question))
+
+    def _record(
+        self,
+        principal: Principal,
+        model: ServedModel | None,
+        conversation_id: str | None,
+        ui: bool,
+        request_id: str | None,
+        *,
+        status: int,
+        error: str | None,
+        outcome: StreamOutcome | None = None,
+    ) -> None:
+        self.recorder.record(
+            UsageRecord(
+                status_code=status,
+                user_id=principal.user_id,
+                request_id=request_id,
+                conversation_id=conversation_id,
+                model=model.id if model else None,
+                client="ui" if ui else "api",
+                prompt_tokens=outcome.prompt_tokens if outcome else None,
+                completion_tokens=outcome.completion_tokens if outcome else None,
+                ttft_ms=outcome.ttft_ms if outcome else None,
+                latency_ms=outcome.latency_ms if outcome else None,
+                error_code=error,
+            )
+        )
+
+    async def _title(self, conversation_id: str, question: str) -> None:
+        title = None
+        if self.settings.title_generation:
+            title = await self._generate_title(question)
+        await self.store.set_title(conversation_id, title or fallback_title(question))
+
+    async def _generate_title(self, question: str) -> str | None:
+        body = {
+            "model": (await self.upstream.resolve(None)).id,
+            "messages": [
+                {"role": "system", "content": TITLE_PROMPT},
+                {"role": "user", "content": question[:2000]},
+            ],
+            "max_tokens": 24,
+            "temperature": 0.2,
+            "stream": False,
+        }
+        try:
+            async with asyncio.timeout(20):
+                async with self.upstream.http.post(
+                    f"{self.upstream.base_url}/chat/completions",
+                    data=orjson.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    if resp.status != 200:
+                        return None
+                    data = orjson.loads(await resp.read())
+            return clean_title(str(data["choices"][0]["message"]["content"] or ""))
+        except Exception as exc:  # a title is a nicety: any failure falls back to the question
+            log.info("title generation failed", error=type(exc).__name__)
+            return None
+
+    # --- background work ----------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("background chat write failed")
+
+    async def drain(self, limit_s: float = 15.0) -> None:
+        """Wait for answers and titles still being written (graceful shutdown)."""
+        if self._background:
+            _, pending = await asyncio.wait(set(self._background), timeout=limit_s)
+            if pending:
+                log.error("background chat writes abandoned at shutdown", count=len(pending))

@@ -1,0 +1,446 @@
+"""Relaying one chat completion from the model server to the client.
+
+`ChatRelay` is an ASGI response. Headers go out only when the first upstream event has arrived,
+so a failure before the first token is a real HTTP status (SPEC §3). After that, failures become
+one `data: {"error": ...}` event and `data: [DONE]`. A watcher task on `receive()` cancels the
+relay the moment the client leaves; the `finally` closes the upstream connection (vLLM then
+aborts the generation) and hands the outcome to `on_finish` whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.core.errors import error_body
+from app.services.chat_request import ChatRequest
+from app.services.upstream import (
+    UpstreamClient,
+    UpstreamError,
+    model_unavailable,
+    upstream_failed,
+    upstream_timeout,
+)
+
+log = structlog.get_logger()
+
+DONE_EVENT = b"data: [DONE]\n\n"
+CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    status_code: int = 200
+    error_code: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: int | None = None
+    latency_ms: int | None = None
+    finish_reason: str | None = None
+    text: list[str] = field(default_factory=list)  # the answer, collected in "ui" mode
+
+    def fail(self, err: UpstreamError | Exception, status: int | None = None) -> None:
+        if isinstance(err, UpstreamError):
+            self.status_code, self.error_code = err.status_code, err.code
+        else:
+            self.status_code, self.error_code = status or 502, "upstream_error"
+
+
+def _error_event(err: UpstreamError) -> bytes:
+    return b"data: " + orjson.dumps(error_body(err.code, err.message)) + b"\n\n" + DONE_EVENT
+
+
+def _map_status(status: int, detail: str) -> UpstreamError:
+    if status in (400, 413, 422):
+        return UpstreamError(
+            f"the model server rejected the request: {detail}",
+            code="upstream_rejected",
+            status_code=400,
+        )
+    if status == 429:
+        return UpstreamError(
+            "the model server is busy, retry shortly",
+            code="rate_limited",
+            status_code=429,
+            headers={"Retry-After": "1"},
+        )
+    if status in (404, 503):
+        return model_unavailable(f"answered {status}")
+    if status == 504:
+        return upstream_timeout("gateway timeout upstream")
+    return upstream_failed(f"answered {status}")
+
+
+def _error_detail(raw: bytes) -> str:
+    try:
+        body = orjson.loads(raw)
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        message = err.get("message") if isinstance(err, dict) else None
+        return str(message or raw[:200].decode(errors="replace"))[:500]
+    except orjson.JSONDecodeError:
+        return raw[:200].decode(errors="replace")
+
+
+class ChatRelay(Response):
+    """Streams (or, with `stream: false`, fetches) one completion; an ASGI response."""
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        request: ChatRequest,
+        *,
+        ui: bool,
+        flush_ms: int,
+        first_token_timeout_s: float,
+        idle_timeout_s: float,
+        request_id: str | None,
+        on_finish: Callable[[StreamOutcome], None],
+        extra_headers: dict[str, str] | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        self.background = None
+        self.upstream = upstream
+        self.request = request
+        self.ui = ui
+        self.flush_s = flush_ms / 1000 if ui else 0.0  # /v1 is never coalesced
+        self.first_token_timeout_s = first_token_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.request_id = request_id
+        self.on_finish = on_finish
+        self.extra_headers = extra_headers or {}
+        self.conversation_id = conversation_id
+        self.outcome = StreamOutcome()
+        self._started = 0.0
+        self._first_event_pending = True
+
+    # --- ASGI entry ---------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._started = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        client_gone = False
+
+        async def watch_disconnect() -> None:
+            nonlocal client_gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            client_gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            if self.request.stream:
+                resp = await self._stream(send)
+            else:
+                await self._complete(send)
+        except asyncio.CancelledError:
+            if not client_gone:
+                raise  # server shutdown: let it propagate (the finally still records)
+            task.uncancel()
+            self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+        except OSError:  # the client vanished while we were writing
+            self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+        finally:
+            watcher.cancel()
+            if resp is not None:
+                resp.close()  # drops the upstream connection: vLLM aborts the generation
+            self.outcome.latency_ms = int((time.perf_counter() - self._started) * 1000)
+            self.on_finish(self.outcome)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _response_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in self.extra_headers.items()]
+        return headers
+
+    async def _send_error(self, send: Send, err: UpstreamError) -> None:
+        self.outcome.fail(err)
+        body = orjson.dumps(error_body(err.code, err.message))
+        headers = self._response_headers(b"application/json")
+        headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _post(self, stream: bool) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": "application/json"}
+        if self.request_id:
+            headers["X-Request-ID"] = self.request_id
+        try:
+            return await self.upstream.http.post(
+                f"{self.upstream.base_url}/chat/completions",
+                data=orjson.dumps(self.request.body),
+                headers=headers,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            self.upstream.forget_models()
+            raise model_unavailable("connection refused") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise upstream_failed(type(exc).__name__) from exc
+
+    def _ttft(self) -> None:
+        if self.outcome.ttft_ms is None:
+            self.outcome.ttft_ms = int((time.perf_counter() - self._started) * 1000)
+
+    # --- non-streaming ------------------------------------------------------------------------
+    async def _complete(self, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self.first_token_timeout_s):
+                async with await self._post(stream=False) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except TimeoutError:
+            await self._send_error(send, upstream_timeout("no answer in time"))
+            return
+        except UpstreamError as err:
+            await self._send_error(send, err)
+            return
+        except (aiohttp.ClientError, OSError) as exc:
+            await self._send_error(send, upstream_failed(type(exc).__name__))
+            return
+        if status != 200:
+            await self._send_error(send, _map_status(status, _error_detail(raw)))
+            return
+        self._ttft()
+        try:
+            body = orjson.loads(raw)
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            await self._send_error(send, upstream_failed("malformed completion"))
+            return
+        self.outcome.finish_reason = choice.get("finish_reason")
+        self.outcome.text.append(text)
+        self._take_usage(body.get("usage"))
+        if self.ui and self.conversation_id is not None:
+            body["conversation_id"] = self.conversation_id
+            raw = orjson.dumps(body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._response_headers(b"application/json"),
+            }
+        )
+        await send({"type": "http.response.body", "body": raw})
+
+    def _take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                self.outcome.prompt_tokens = prompt
+            if isinstance(completion, int):
+                self.outcome.completion_tokens = completion
+
+    # --- streaming ----------------------------------------------------------------------------
+    async def _stream(self, send: Send) -> aiohttp.ClientResponse | None:
+        """Relay the stream; returns the upstream response so the caller's finally closes it."""
+        resp: aiohttp.ClientResponse | None = None
+        buffer = b""
+        events: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.first_token_timeout_s):
+                resp = await self._post(stream=True)
+                if resp.status != 200:
+                    raw = await resp.read()
+                    await self._send_error(send, _map_status(resp.status, _error_detail(raw)))
+                    return resp
+                while not events:
+                    chunk = await resp.content.readany()
+                    if not chunk:
+                        raise upstream_failed("the stream ended before the first token")
+                    events, buffer = _split_events(buffer + chunk)
+        except TimeoutError:
+            await self._send_error(send, upstream_timeout("no first token in time"))
+            return resp
+        except UpstreamError as err:
+            await self._send_error(send, err)
+            return resp
+        except (aiohttp.ClientError, OSError) as exc:
+            await self._send_error(send, upstream_failed(type(exc).__name__))
+            return resp
+
+        headers = self._response_headers(b"text/event-stream; charset=utf-8")
+        headers += [(b"x-accel-buffering", b"no")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        pending: list[str] = []  # content deltas held back to merge (ui mode only)
+        template: dict[str, Any] | None = None
+        last_send = time.perf_counter()
+        try:
+            while True:
+                out, done, template = self._process(events, pending, template)
+                if pending and (done or time.perf_counter() - last_send >= self.flush_s):
+                    out += _merged_event(template, pending)
+                    pending.clear()
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    last_send = time.perf_counter()
+                if done:
+                    break
+                wait = self.idle_timeout_s
+                if pending:  # wake up in time to send what is held back
+                    wait = max(0.0, self.flush_s - (time.perf_counter() - last_send))
+                try:
+                    async with asyncio.timeout(wait):
+                        chunk = await resp.content.readany()
+                except TimeoutError:
+                    if pending:
+                        events = []
+                        continue
+                    raise upstream_timeout("no data between chunks in time") from None
+                if not chunk:
+                    raise upstream_failed("the stream ended without [DONE]")
+                events, buffer = _split_events(buffer + chunk)
+        except UpstreamError as err:
+            await self._end_with_error(send, err, pending, template)
+            return resp
+        except aiohttp.ClientError as exc:
+            lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
+            await self._end_with_error(send, lost, pending, template)
+            return resp
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _drain(resp)
+        return None  # fully read: the connection goes back to the pool
+
+    async def _end_with_error(
+        self, send: Send, err: UpstreamError, pending: list[str], template: dict[str, Any] | None
+    ) -> None:
+        self.outcome.fail(err)
+        tail = _merged_event(template, pending) if pending else b""
+        await send(
+            {"type": "http.response.body", "body": tail + _error_event(err), "more_body": False}
+        )
+
+    def _process(
+        self, events: list[bytes], pending: list[str], template: dict[str, Any] | None
+    ) -> tuple[bytes, bool, dict[str, Any] | None]:
+        """Turn upstream events into bytes for the client; content deltas may go to `pending`."""
+        parts: list[bytes] = []
+        done = False
+        for payload in events:
+            if payload == b"[DONE]":
+                done = True
+                if pending:
+                    parts.append(_merged_event(template, pending))
+                    pending.clear()
+                parts.append(DONE_EVENT)
+                break
+            if payload.startswith(b'{"error"'):
+                detail = _error_detail(payload)
+                raise upstream_failed(f"error during generation: {detail}")
+            if not self.ui and self.outcome.ttft_ms is not None and b'"usage"' not in payload:
+                parts.append(b"data: " + payload + b"\n\n")  # the /v1 fast path: bytes untouched
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise upstream_failed("malformed event from the model server") from None
+            forwarded, template = self._on_chunk(chunk, payload, pending, template)
+            if forwarded is not None:
+                parts.append(forwarded)
+        return b"".join(parts), done, template
+
+    def _on_chunk(
+        self, chunk: Any, payload: bytes, pending: list[str], template: dict[str, Any] | None
+    ) -> tuple[bytes | None, dict[str, Any] | None]:
+        if not isinstance(chunk, dict):
+            raise upstream_failed("malformed event from the model server")
+        choices = chunk.get("choices")
+        usage = chunk.get("usage")
+        if usage is not None:
+            self._take_usage(usage)
+        if not choices:  # the usage-only chunk
+            if not self.request.client_wants_usage:
+                return None, template
+            if pending:
+                merged = _merged_event(template, pending)
+                pending.clear()
+                return merged + b"data: " + payload + b"\n\n", template
+            return b"data: " + payload + b"\n\n", template
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        delta = choice.get("delta") or {}
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if choice.get("finish_reason"):
+            self.outcome.finish_reason = choice["finish_reason"]
+        first_content = False
+        if isinstance(content, str) and content:
+            first_content = self.outcome.ttft_ms is None
+            self._ttft()
+            if self.ui:
+                self.outcome.text.append(content)
+        if not self.ui:
+            if not self.request.client_wants_usage and "usage" in chunk:
+                chunk.pop("usage")
+                return b"data: " + orjson.dumps(chunk) + b"\n\n", template
+            return b"data: " + payload + b"\n\n", template
+        # ui mode: the first event carries the conversation id; plain content deltas may merge
+        if self._first_event_pending:
+            self._first_event_pending = False
+            if self.conversation_id is not None:
+                chunk["conversation_id"] = self.conversation_id
+            return b"data: " + orjson.dumps(chunk) + b"\n\n", template
+        plain = not choice.get("finish_reason") and set(delta) <= {"content"}
+        if (
+            isinstance(content, str)
+            and content
+            and plain
+            and self.flush_s > 0
+            and not first_content
+        ):
+            pending.append(content)
+            return None, template or chunk
+        if pending:
+            merged = _merged_event(template, pending)
+            pending.clear()
+            return merged + b"data: " + payload + b"\n\n", template
+        return b"data: " + payload + b"\n\n", template
+
+
+def _split_events(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE events' `data:` payloads, and the unfinished rest of the buffer."""
+    if b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return [], data
+    payloads = []
+    for block in data[:end].split(b"\n\n"):
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                payloads.append(line[5:].lstrip(b" "))
+    return payloads, data[end + 2 :]
+
+
+def _merged_event(template: dict[str, Any] | None, pending: list[str]) -> bytes:
+    """One chunk carrying several content deltas (the first token is never held back)."""
+    base = template or {"object": "chat.completion.chunk"}
+    chunk = {k: v for k, v in base.items() if k not in ("choices", "usage", "conversation_id")}
+    chunk["choices"] = [
+        {
+            "index": 0,
+            "delta": {"content": "".join(pending)},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read to the end after [DONE] so the keep-alive connection can be reused."""
+    try:
+        async with asyncio.timeout(1.0):
+            while await resp.content.readany():
+                pass
+        resp.release()
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp.close()

@@ -1,0 +1,170 @@
+"""Load the simulator (or anything OpenAI-compatible) with streaming chat requests.
+
+    python -m simulator.bench --url http://127.0.0.1:8000 --concurrency 32 --seconds 5
+    python -m simulator.bench --spawn --concurrency 128     # starts its own simulator
+
+A request counts as done once ``data: [DONE]`` has arrived; TTFT is the time to the first
+``data:`` line. Keep-alive connections, one aiohttp session, uvloop when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from simulator.__main__ import loop_factory
+
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Results:
+    ok: int = 0
+    errors: int = 0
+    ttft: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _one(session: aiohttp.ClientSession, url: str, body: bytes, results: Results) -> None:
+    started = time.perf_counter()
+    first: float | None = None
+    tail = b""
+    headers = {"content-type": "application/json"}
+    async with session.post(url, data=body, headers=headers) as response:
+        if response.status != 200:
+            await response.read()
+            results.errors += 1
+            return
+        async for chunk in response.content.iter_any():
+            if first is None and b"data:" in chunk:
+                first = time.perf_counter() - started
+            tail = (tail + chunk[-len(_DONE) :])[-len(_DONE) :]
+    if tail == _DONE and first is not None:
+        results.ok += 1
+        results.ttft.append(first)
+        results.latency.append(time.perf_counter() - started)
+    else:
+        results.errors += 1
+
+
+async def _worker(
+    session: aiohttp.ClientSession, url: str, body: bytes, until: float, results: Results
+) -> None:
+    while time.perf_counter() < until:
+        try:
+            await _one(session, url, body, results)
+        except (TimeoutError, aiohttp.ClientError):
+            results.errors += 1
+
+
+async def run(url: str, concurrency: int, seconds: float, warmup: float, body: bytes) -> Results:
+    endpoint = url.rstrip("/") + "/v1/chat/completions"
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        if warmup > 0:
+            until = time.perf_counter() + warmup
+            scratch = Results()
+            await asyncio.gather(
+                *(_worker(session, endpoint, body, until, scratch) for _ in range(concurrency))
+            )
+        results = Results()
+        started = time.perf_counter()
+        until = started + seconds
+        await asyncio.gather(
+            *(_worker(session, endpoint, body, until, results) for _ in range(concurrency))
+        )
+        elapsed = time.perf_counter() - started
+    rps = results.ok / elapsed
+    print(
+        f"concurrency={concurrency} seconds={elapsed:.2f} ok={results.ok} errors={results.errors} "
+        f"rps={rps:.0f} ttft_p50={_percentile(results.ttft, 0.5) * 1000:.2f}ms "
+        f"ttft_p99={_percentile(results.ttft, 0.99) * 1000:.2f}ms "
+        f"latency_p50={_percentile(results.latency, 0.5) * 1000:.2f}ms "
+        f"latency_p99={_percentile(results.latency, 0.99) * 1000:.2f}ms",
+        flush=True,
+    )
+    return results
+
+
+@contextlib.contextmanager
+def spawned_simulator(extra: list[str]) -> Iterator[str]:
+    """Start ``python -m simulator`` on a free port; yield its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cwd = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "simulator", "--port", str(port), *extra]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, env=os.environ.copy())  # noqa: S603
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if "listening" not in line:
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator.bench")
+    parser.add_argument("--url", default=None, help="base URL (default: spawn a simulator)")
+    parser.add_argument("--spawn", action="store_true", help="start a simulator to measure")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--prompt", default="Say something short.")
+    parser.add_argument("--no-usage", action="store_true", help="no stream_options")
+    parser.add_argument(
+        "--sim-args", default="", help='options for a spawned simulator, e.g. "--itl-ms 5"'
+    )
+    args = parser.parse_args(argv)
+    payload: dict[str, object] = {
+        "messages": [{"role": "user", "content": args.prompt}],
+        "stream": True,
+    }
+    if not args.no_usage:
+        payload["stream_options"] = {"include_usage": True}
+    if args.model:
+        payload["model"] = args.model
+    if args.max_tokens:
+        payload["max_tokens"] = args.max_tokens
+    body = orjson.dumps(payload)
+
+    def go(url: str) -> None:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run(url, args.concurrency, args.seconds, args.warmup, body))
+
+    if args.url and not args.spawn:
+        go(args.url)
+    else:
+        with spawned_simulator(shlex.split(args.sim_args)) as url:
+            go(url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

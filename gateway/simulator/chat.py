@@ -1,0 +1,224 @@
+"""``POST /v1/chat/completions``: validation like vLLM, answers, pacing and faults."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from simulator.answers import Answer, choose_answer
+from simulator.config import Runtime, Settings
+from simulator.faults import FaultSpec, FaultSpecError, directives_in, parse_spec
+from simulator.httpproto import Connection, Request
+from simulator.stats import Stats
+from simulator.validation import BadRequest, validate
+from simulator.wire import DONE, Frames, completion_body, error_body, sse_body
+
+
+@dataclass(slots=True)
+class Plan:
+    stream: bool
+    include_usage: bool
+    answer: Answer
+    finish_reason: str
+    prompt_tokens: int
+    ttft: float
+    itl: float
+    fault: FaultSpec
+    extra_headers: bytes
+
+
+class ChatCompletions:
+    def __init__(self, settings: Settings, runtime: Runtime, stats: Stats) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.stats = stats
+        self._model_json = orjson.dumps(settings.model)
+
+    # ------------------------------------------------------------------------ entry point
+    def __call__(self, request: Request, conn: Connection) -> Coroutine[Any, Any, None] | None:
+        stats = self.stats
+        request_id = request.header(b"x-request-id")
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            stats.record(request.body.decode("utf-8", "replace"), request_id)
+            self._reject(conn, 400, f"JSON decode error: {exc}")
+            return None
+        stats.record(body, request_id)
+        try:
+            plan = self._plan(body, request, request_id)
+        except BadRequest as exc:
+            self._reject(conn, exc.status, exc.message, exc.param)
+            return None
+        fault = plan.fault
+        if fault.fail is not None:
+            self._reject(conn, fault.fail, f"Simulated failure (fail={fault.fail}).")
+            return None
+        runtime = self.runtime
+        if runtime.fail_rate > 0 and runtime.rng.random() < runtime.fail_rate:
+            self._reject(conn, 500, "Simulated engine failure (fail_rate).")
+            return None
+        stats.prompt_tokens_total += plan.prompt_tokens
+        if plan.ttft > 0 or plan.itl > 0 or fault.disrupts:
+            return self._stream(conn, plan) if plan.stream else self._whole(conn, plan)
+        # Fast path: no pacing, no faults; answer in a single write.
+        answer = plan.answer
+        if plan.stream:
+            body = sse_body(
+                self._model_json, answer, plan.finish_reason, plan.prompt_tokens, plan.include_usage
+            )
+            conn.send_stream(body, plan.extra_headers)
+        else:
+            body = completion_body(
+                self.settings.model, answer, plan.finish_reason, plan.prompt_tokens
+            )
+            conn.send(200, body, headers=plan.extra_headers)
+        self._finished(plan, len(plan.answer.tokens))
+        return None
+
+    def _reject(
+        self, conn: Connection, status: int, message: str, param: str | None = None
+    ) -> None:
+        self.stats.failed_total += 1
+        conn.send(status, error_body(status, message, param))
+
+    def _finished(self, plan: Plan, tokens: int) -> None:
+        stats = self.stats
+        stats.completed_total += 1
+        stats.generation_tokens_total += tokens
+        if plan.finish_reason == "length":
+            stats.finished_length += 1
+        else:
+            stats.finished_stop += 1
+
+    # ---------------------------------------------------------------------------- plan
+    def _plan(self, body: Any, request: Request, request_id: str | None) -> Plan:
+        checked = validate(body, self.settings.model, self.settings.max_model_len)
+        fault = self._fault(request, checked.last_user)
+        runtime = self.runtime
+        tokens = fault.tokens if fault.tokens is not None else runtime.tokens
+        full = choose_answer(checked.last_user, tokens)
+        answer = full.truncated(checked.max_tokens)
+        ttft = fault.ttft_ms if fault.ttft_ms is not None else runtime.ttft_ms
+        itl = fault.itl_ms if fault.itl_ms is not None else runtime.itl_ms
+        return Plan(
+            stream=checked.stream,
+            include_usage=checked.include_usage,
+            answer=answer,
+            finish_reason="length" if answer is not full else "stop",
+            prompt_tokens=checked.prompt_tokens,
+            ttft=ttft / 1000.0,
+            itl=itl / 1000.0,
+            fault=fault,
+            extra_headers=b"" if request_id is None else request.headers_line(b"x-request-id"),
+        )
+
+    def _fault(self, request: Request, last_user: str) -> FaultSpec:
+        spec = self.runtime.fault_spec
+        try:
+            in_message = directives_in(last_user)
+            if in_message is not None:
+                spec = spec.merged(in_message)
+            header = request.header(b"x-sim-fault")
+            if header is not None:
+                spec = spec.merged(parse_spec(header))
+        except FaultSpecError as exc:
+            raise BadRequest(400, f"Invalid simulator fault: {exc}") from None
+        return spec
+
+    # ---------------------------------------------------------------------- paced answers
+    async def _stream(self, conn: Connection, plan: Plan) -> None:
+        stats = self.stats
+        fault = plan.fault
+        encoded = plan.answer.encoded
+        count = len(encoded)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = 0
+        stats.active_requests += 1
+        stats.active_streams += 1
+        try:
+            conn.start_stream(plan.extra_headers)
+            if fault.hang_first:
+                await _forever()
+            frames = Frames(self._model_json)
+            for index in range(count + 1):
+                if fault.drop_after is not None and index >= fault.drop_after:
+                    await conn.flush_and_abort()
+                    stats.dropped_total += 1
+                    return
+                if fault.hang_after is not None and index >= fault.hang_after:
+                    await _forever()
+                if index == count:
+                    break
+                delay = start + plan.ttft + index * plan.itl - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                last = index == count - 1
+                chunk = frames.token(encoded[index], plan.finish_reason if last else None)
+                conn.write_chunk(frames.role() + chunk if index == 0 else chunk)
+                sent += 1
+                await conn.drain()
+            tail = DONE
+            if plan.include_usage:
+                tail = frames.usage(plan.prompt_tokens, count) + DONE
+            conn.end_stream(tail)
+            self._finished(plan, 0)  # the tokens are counted as sent, below
+        except asyncio.CancelledError:
+            stats.aborted_total += 1
+            raise
+        except ConnectionError:
+            stats.aborted_total += 1
+        finally:
+            stats.generation_tokens_total += sent
+            stats.active_requests -= 1
+            stats.active_streams -= 1
+
+    async def _whole(self, conn: Connection, plan: Plan) -> None:
+        stats = self.stats
+        fault = plan.fault
+        count = len(plan.answer.tokens)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def until_token(k: int) -> None:
+            """Wait until the k-th token (1-based) would have been generated."""
+            if k > 0:
+                delay = start + plan.ttft + (k - 1) * plan.itl - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+        stats.active_requests += 1
+        try:
+            if fault.hang_first:
+                await _forever()
+            stops = [s for s in (fault.drop_after, fault.hang_after) if s is not None]
+            if stops and min(stops) <= count:
+                await until_token(min(stops))
+                if fault.drop_after is not None and fault.drop_after == min(stops):
+                    conn.abort()
+                    stats.dropped_total += 1
+                    return
+                await _forever()
+            await until_token(count)
+            body = completion_body(
+                self.settings.model, plan.answer, plan.finish_reason, plan.prompt_tokens
+            )
+            conn.send(200, body, headers=plan.extra_headers)
+            self._finished(plan, count)
+        except asyncio.CancelledError:
+            stats.aborted_total += 1
+            raise
+        except ConnectionError:
+            stats.aborted_total += 1
+        finally:
+            stats.active_requests -= 1
+
+
+async def _forever() -> None:
+    """Hang until cancelled (the client disconnects or the server stops)."""
+    await asyncio.get_running_loop().create_future()
