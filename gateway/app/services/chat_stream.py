@@ -121,6 +121,8 @@ class ChatRelay(Response):
         self.outcome = StreamOutcome()
         self._started = 0.0
         self._first_event_pending = True
+        # the open upstream response; closed in __call__'s finally unless fully read
+        self._upstream: aiohttp.ClientResponse | None = None
 
     # --- ASGI entry ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,10 +139,9 @@ class ChatRelay(Response):
             task.cancel()
 
         watcher = asyncio.create_task(watch_disconnect())
-        resp: aiohttp.ClientResponse | None = None
         try:
             if self.request.stream:
-                resp = await self._stream(send)
+                await self._stream(send)
             else:
                 await self._complete(send)
         except asyncio.CancelledError:
@@ -152,8 +153,8 @@ class ChatRelay(Response):
             self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
         finally:
             watcher.cancel()
-            if resp is not None:
-                resp.close()  # drops the upstream connection: vLLM aborts the generation
+            if self._upstream is not None:
+                self._upstream.close()  # drops the upstream connection: vLLM aborts the generation
             self.outcome.latency_ms = int((time.perf_counter() - self._started) * 1000)
             self.on_finish(self.outcome)
 
@@ -171,16 +172,17 @@ class ChatRelay(Response):
         await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _post(self, stream: bool) -> aiohttp.ClientResponse:
+    async def _post(self) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json"}
         if self.request_id:
             headers["X-Request-ID"] = self.request_id
         try:
-            return await self.upstream.http.post(
+            self._upstream = await self.upstream.http.post(
                 f"{self.upstream.base_url}/chat/completions",
                 data=orjson.dumps(self.request.body),
                 headers=headers,
             )
+            return self._upstream
         except aiohttp.ClientConnectorError as exc:
             self.upstream.forget_models()
             raise model_unavailable("connection refused") from exc
@@ -195,7 +197,7 @@ class ChatRelay(Response):
     async def _complete(self, send: Send) -> None:
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
-                async with await self._post(stream=False) as resp:
+                async with await self._post() as resp:
                     raw = await resp.read()
                     status = resp.status
         except TimeoutError:
@@ -242,18 +244,17 @@ class ChatRelay(Response):
                 self.outcome.completion_tokens = completion
 
     # --- streaming ----------------------------------------------------------------------------
-    async def _stream(self, send: Send) -> aiohttp.ClientResponse | None:
-        """Relay the stream; returns the upstream response so the caller's finally closes it."""
-        resp: aiohttp.ClientResponse | None = None
+    async def _stream(self, send: Send) -> None:
+        """Relay the stream; the upstream response stays in `self._upstream` for the finally."""
         buffer = b""
         events: list[bytes] = []
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
-                resp = await self._post(stream=True)
+                resp = await self._post()
                 if resp.status != 200:
                     raw = await resp.read()
                     await self._send_error(send, _map_status(resp.status, _error_detail(raw)))
-                    return resp
+                    return
                 while not events:
                     chunk = await resp.content.readany()
                     if not chunk:
@@ -261,13 +262,13 @@ class ChatRelay(Response):
                     events, buffer = _split_events(buffer + chunk)
         except TimeoutError:
             await self._send_error(send, upstream_timeout("no first token in time"))
-            return resp
+            return
         except UpstreamError as err:
             await self._send_error(send, err)
-            return resp
+            return
         except (aiohttp.ClientError, OSError) as exc:
             await self._send_error(send, upstream_failed(type(exc).__name__))
-            return resp
+            return
 
         headers = self._response_headers(b"text/event-stream; charset=utf-8")
         headers += [(b"x-accel-buffering", b"no")]
@@ -302,14 +303,14 @@ class ChatRelay(Response):
                 events, buffer = _split_events(buffer + chunk)
         except UpstreamError as err:
             await self._end_with_error(send, err, pending, template)
-            return resp
+            return
         except aiohttp.ClientError as exc:
             lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
             await self._end_with_error(send, lost, pending, template)
-            return resp
+            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         await _drain(resp)
-        return None  # fully read: the connection goes back to the pool
+        self._upstream = None  # fully read: the connection went back to the pool
 
     async def _end_with_error(
         self, send: Send, err: UpstreamError, pending: list[str], template: dict[str, Any] | None

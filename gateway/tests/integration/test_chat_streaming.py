@@ -113,8 +113,9 @@ async def test_v1_is_never_coalesced(start_gateway) -> None:  # type: ignore[no-
     async with start_gateway(stream_flush_ms=50) as gw:
         async with gw.client() as c:
             token = await login(c, "test", "test")
-        async with gw.client(token) as c:
-            async with c.stream(
+        async with (
+            gw.client(token) as c,
+            c.stream(
                 "POST",
                 "/v1/chat/completions",
                 json={
@@ -122,8 +123,9 @@ async def test_v1_is_never_coalesced(start_gateway) -> None:  # type: ignore[no-
                     "stream": True,
                     "messages": [{"role": "user", "content": "x [[sim:tokens=40;itl_ms=2]]"}],
                 },
-            ) as r:
-                events = await read_sse(r)
+            ) as r,
+        ):
+            events = await read_sse(r)
     content_events = [
         e
         for e in events

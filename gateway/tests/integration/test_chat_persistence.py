@@ -1,0 +1,174 @@
+"""/api/chat and conversations: what is stored, the system prompt, titles, shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from app.db.engine import create_engine, create_session_factory
+from app.db.models import Conversation, Message, RequestLog
+from tests.conftest import content_of, login, make_settings, read_sse, sim_get, wait_until
+
+
+async def _token(gw, user: str = "test", password: str = "test") -> str:  # type: ignore[no-untyped-def]
+    async with gw.client() as c:
+        return await login(c, user, password)
+
+
+async def _conversation(gw, token: str, cid: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    async with gw.client(token) as c:
+        r = await c.get(f"/api/conversations/{cid}")
+        assert r.status_code == 200
+        return r.json()  # type: ignore[no-any-return]
+
+
+async def test_first_exchange_creates_a_titled_conversation(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway(title_generation=True) as gw:
+        token = await _token(gw)
+        async with (
+            gw.client(token) as c,
+            c.stream(
+                "POST",
+                "/api/chat",
+                json={"messages": [{"role": "user", "content": "How do tides work?"}]},
+            ) as r,
+        ):
+            assert r.status_code == 200
+            cid = r.headers["x-conversation-id"]
+            events = await read_sse(r)
+        assert events[0]["conversation_id"] == cid
+        answer = content_of(events)
+
+        async def titled() -> dict | None:  # type: ignore[type-arg]
+            conv = await _conversation(gw, token, cid)
+            return conv if conv["title"] and len(conv["messages"]) == 2 else None
+
+        conv = await wait_until(titled, timeout=10)
+        user, assistant = conv["messages"]
+        assert (user["role"], user["content"]) == ("user", "How do tides work?")
+        assert (assistant["role"], assistant["content"], assistant["status"]) == (
+            "assistant",
+            answer,
+            "complete",
+        )
+        assert assistant["completion_tokens"] == 16 and assistant["prompt_tokens"] > 0
+        history = await sim_get(simulator, "/sim/requests")
+        assert (
+            len(history["requests"] if isinstance(history, dict) else history) == 2
+        )  # answer + title
+        async with gw.client(token) as c:
+            listed = (await c.get("/api/conversations")).json()["conversations"]
+        assert [x["id"] for x in listed] == [cid]
+
+
+async def test_continuing_a_conversation_uses_its_system_prompt(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway() as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            created = await c.post(
+                "/api/conversations",
+                json={"title": "Pirates", "system_prompt": "Talk like a pirate."},
+            )
+            cid = created.json()["id"]
+            body = {
+                "conversation_id": cid,
+                "stream": False,
+                "messages": [{"role": "user", "content": "Hello"}],
+            }
+            r = await c.post("/api/chat", json=body)
+            assert r.status_code == 200 and r.json()["conversation_id"] == cid
+            assert r.headers["x-conversation-id"] == cid
+        sent = (await sim_get(simulator, "/sim/stats"))["last_request"]["messages"]
+        assert sent[0] == {"role": "system", "content": "Talk like a pirate."}
+        assert sent[1] == {"role": "user", "content": "Hello"}
+        conv = await wait_until(lambda: _with_messages(gw, token, cid, 2))
+        assert conv["title"] == "Pirates"
+
+
+async def test_user_default_system_prompt_and_an_explicit_one(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway() as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            put = await c.put("/api/users/me/settings", json={"system_prompt": "Be brief."})
+            assert put.status_code == 200
+            await c.post(
+                "/api/chat", json={"stream": False, "messages": [{"role": "user", "content": "Hi"}]}
+            )
+            assert (await sim_get(simulator, "/sim/stats"))["last_request"]["messages"][0][
+                "content"
+            ] == "Be brief."
+            own = [{"role": "system", "content": "Mine."}, {"role": "user", "content": "Hi"}]
+            await c.post("/api/chat", json={"stream": False, "messages": own})
+            assert (await sim_get(simulator, "/sim/stats"))["last_request"]["messages"] == own
+            # /v1 clients control their own prompts: nothing is prepended
+            await c.post(
+                "/v1/chat/completions",
+                json={"model": "current", "messages": [{"role": "user", "content": "Hi"}]},
+            )
+            assert (await sim_get(simulator, "/sim/stats"))["last_request"]["messages"] == [
+                {"role": "user", "content": "Hi"}
+            ]
+
+
+async def test_save_false_stores_nothing(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway() as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            r = await c.post(
+                "/api/chat",
+                json={
+                    "save": False,
+                    "stream": False,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
+            assert r.status_code == 200 and "x-conversation-id" not in r.headers
+        async with gw.app.state.session_factory() as session:
+            assert (await session.execute(select(func.count(Conversation.id)))).scalar_one() == 0
+
+
+async def test_other_users_conversation_is_404_and_untouched(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway() as gw:
+        admin = await _token(gw, "admin", "admin123")
+        async with gw.client(admin) as c:
+            cid = (await c.post("/api/conversations", json={"title": "secret"})).json()["id"]
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            r = await c.post(
+                "/api/chat",
+                json={"conversation_id": cid, "messages": [{"role": "user", "content": "Hi"}]},
+            )
+            assert r.status_code == 404
+        assert (await sim_get(simulator, "/sim/stats"))["requests_total"] == 0
+        async with gw.app.state.session_factory() as session:
+            assert (await session.execute(select(func.count(Message.id)))).scalar_one() == 0
+
+
+async def test_graceful_shutdown_writes_every_queued_row(
+    start_gateway, database_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway(usage_flush_interval_ms=600_000, usage_batch_size=10_000) as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            for i in range(20):
+                r = await c.post(
+                    "/v1/chat/completions",
+                    json={"model": "current", "messages": [{"role": "user", "content": f"q{i}"}]},
+                )
+                assert r.status_code == 200
+        assert gw.app.state.usage_recorder.queue_depth == 20  # nothing written yet
+    engine = create_engine(make_settings(database_url, tmp_path), database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            rows = (await session.execute(select(RequestLog))).scalars().all()
+        assert len(rows) == 20 and all(
+            r.status_code == 200 and r.completion_tokens == 16 for r in rows
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _with_messages(gw, token: str, cid: str, n: int) -> dict | None:  # type: ignore[no-untyped-def, type-arg]
+    conv = await _conversation(gw, token, cid)
+    return conv if len(conv["messages"]) == n else None
