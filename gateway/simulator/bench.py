@@ -45,11 +45,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+HEADERS = {"content-type": "application/json"}
+
+
 async def _one(session: aiohttp.ClientSession, url: str, body: bytes, results: Results) -> None:
     started = time.perf_counter()
     first: float | None = None
     tail = b""
-    headers = {"content-type": "application/json"}
+    headers = HEADERS
     async with session.post(url, data=body, headers=headers) as response:
         if response.status != 200:
             await response.read()
@@ -77,8 +80,15 @@ async def _worker(
             results.errors += 1
 
 
-async def run(url: str, concurrency: int, seconds: float, warmup: float, body: bytes) -> Results:
-    endpoint = url.rstrip("/") + "/v1/chat/completions"
+async def run(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    body: bytes,
+    path: str = "/v1/chat/completions",
+) -> Results:
+    endpoint = url.rstrip("/") + path
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -138,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--prompt", default="Say something short.")
     parser.add_argument("--no-usage", action="store_true", help="no stream_options")
+    parser.add_argument("--path", default="/v1/chat/completions", help="e.g. /api/chat")
+    parser.add_argument("--token", default=None, help="sent as Authorization: Bearer TOKEN")
     parser.add_argument(
         "--sim-args", default="", help='options for a spawned simulator, e.g. "--itl-ms 5"'
     )
@@ -153,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_tokens:
         payload["max_tokens"] = args.max_tokens
     body = orjson.dumps(payload)
+    if args.token:
+        HEADERS["authorization"] = f"Bearer {args.token}"
 
     def go(url: str) -> None:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(run(url, args.concurrency, args.seconds, args.warmup, body))
+            runner.run(run(url, args.concurrency, args.seconds, args.warmup, body, args.path))
 
     if args.url and not args.spawn:
         go(args.url)

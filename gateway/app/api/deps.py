@@ -17,7 +17,9 @@ from app.services.principal_cache import PrincipalCache
 from app.services.users import UserAdminService
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Every dependency is `async def`: FastAPI runs a plain `def` one in the thread pool, a thread
+# hop per request that costs more than the dependency itself.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -46,7 +48,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_auth_service(session: SessionDep, settings: SettingsDep) -> AuthService:
+async def get_auth_service(session: SessionDep, settings: SettingsDep) -> AuthService:
     return AuthService(session, settings)
 
 
@@ -93,7 +95,7 @@ async def get_principal(request: Request, settings: SettingsDep) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: CurrentPrincipal) -> Principal:
+async def require_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_admin:
         raise Forbidden("admin role required")
     return principal
@@ -102,7 +104,7 @@ def require_admin(principal: CurrentPrincipal) -> Principal:
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 
 
-def get_login_throttle(request: Request) -> LoginThrottle:
+async def get_login_throttle(request: Request) -> LoginThrottle:
     throttle: LoginThrottle = request.app.state.login_throttle
     return throttle
 
@@ -110,7 +112,7 @@ def get_login_throttle(request: Request) -> LoginThrottle:
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
-def get_user_admin(session: SessionDep, settings: SettingsDep) -> UserAdminService:
+async def get_user_admin(session: SessionDep, settings: SettingsDep) -> UserAdminService:
     return UserAdminService(session, settings)
 
 

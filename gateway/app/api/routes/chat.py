@@ -14,7 +14,7 @@ from app.services.chat import ChatService
 router = APIRouter(tags=["chat"])
 
 
-def get_chat_service(request: Request) -> ChatService:
+async def get_chat_service(request: Request) -> ChatService:
     chat: ChatService = request.app.state.chat
     return chat
 

@@ -18,7 +18,7 @@ from app.services.conversations import ConversationService
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 
-def get_conversation_service(session: SessionDep) -> ConversationService:
+async def get_conversation_service(session: SessionDep) -> ConversationService:
     return ConversationService(session)
 
 

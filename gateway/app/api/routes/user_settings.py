@@ -11,7 +11,7 @@ from app.services.conversations import UserSettingsService
 router = APIRouter(prefix="/api/users/me/settings", tags=["settings"])
 
 
-def get_user_settings_service(session: SessionDep) -> UserSettingsService:
+async def get_user_settings_service(session: SessionDep) -> UserSettingsService:
     return UserSettingsService(session)
 
 

@@ -1,0 +1,268 @@
+"""Chat proxy benchmark (issue 3's figures), gateway versus the simulator alone, interleaved.
+
+    cd gateway && .venv/bin/python -m benchmarks.chat_gateway [--rounds 3] [--seconds 5]
+        [--db postgres|sqlite] [--skip-streams]
+
+It starts the simulator (zero delays, 16-token answers), then the gateway with ONE uvicorn worker,
+JWT auth and usage recording on, and drives both with `simulator.bench` in a separate process
+(keep-alive aiohttp client; time to first chunk = first `data:` line). Rounds alternate direct and
+gateway runs so the machine's noise hits both. Then: `/api/chat` with conversation persistence,
+and 1,000 concurrent open streams (simulator at 50 ms between tokens) with the gateway's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+GATEWAY_DIR = Path(__file__).resolve().parents[1]
+PY = sys.executable
+LINE = re.compile(r"(\w+)=([\d.]+|nan)(ms)?")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, deadline_s: float = 30) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            args, cwd=GATEWAY_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def simulator(tmp: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    with process(
+        [PY, "-m", "simulator", "--port", str(port), *extra],
+        dict(os.environ),
+        tmp / f"sim-{port}.log",
+    ):
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health")
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"gw_bench_{uuid.uuid4().hex[:8]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def gateway(
+    tmp: Path, upstream: str, database_url: str, **env_extra: str
+) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = (
+        dict(os.environ)
+        | {
+            "DATABASE_URL": database_url,
+            "VLLM_BASE_URL": f"{upstream}/v1",
+            "JWT_SECRET": "bench-" + "s" * 40,
+            "BCRYPT_ROUNDS": "4",
+            "TITLE_GENERATION": "false",
+            "LOG_LEVEL": "INFO",
+            "DB_POOL_SIZE": "20",
+        }
+        | env_extra
+    )
+    with process(
+        [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"],
+        env,
+        tmp / f"gw-{port}.log",
+    ) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/live")
+        yield url, proc.pid
+
+
+def token(url: str) -> str:
+    r = httpx.post(
+        f"{url}/api/auth/login", json={"username": "test", "password": "test"}, timeout=10
+    )
+    r.raise_for_status()
+    return str(r.json()["access_token"])
+
+
+def load(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    *,
+    tok: str | None = None,
+    path: str = "/v1/chat/completions",
+) -> dict[str, float]:
+    args = [
+        PY,
+        "-m",
+        "simulator.bench",
+        "--url",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        "1",
+        "--model",
+        "simulator-model",
+        "--path",
+        path,
+    ]
+    if tok:
+        args += ["--token", tok]
+    out = subprocess.run(args, cwd=GATEWAY_DIR, capture_output=True, text=True, check=True).stdout
+    line = out.strip().splitlines()[-1]
+    return {k: float(v) for k, v, _ in LINE.findall(line)}
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return rss, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.chat_gateway")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--skip-streams", action="store_true", help="skip the 1,000-stream run")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    print(f"logs in {tmp}", flush=True)
+
+    def db() -> contextmanager:  # type: ignore[type-arg]
+        if args.db == "postgres":
+            return postgres_database()
+        return _sqlite(tmp)
+
+    with simulator(tmp) as sim, db() as database_url, gateway(tmp, sim, database_url) as (gw, _pid):
+        tok = token(gw)
+        print(f"\n== /v1/chat/completions, 16-chunk streams, zero upstream delay, db={args.db} ==")
+        for concurrency in (1, 32, 128):
+            direct, through = [], []
+            for _ in range(args.rounds):
+                direct.append(load(sim, concurrency, args.seconds))
+                through.append(load(gw, concurrency, args.seconds, tok=tok))
+            d_rps = statistics.median(r["rps"] for r in direct)
+            g_rps = statistics.median(r["rps"] for r in through)
+            errors = sum(r["errors"] for r in through)
+            print(
+                f"c={concurrency:<4} direct {d_rps:7.0f} rps | gateway {g_rps:6.0f} rps "
+                f"({g_rps / d_rps:.1%} of direct) errors={errors:.0f}"
+            )
+            if concurrency == 1:
+                for q in ("p50", "p99"):
+                    added = [
+                        g[f"ttft_{q}"] - d[f"ttft_{q}"]
+                        for d, g in zip(direct, through, strict=True)
+                    ]
+                    d_ttft = statistics.median(d[f"ttft_{q}"] for d in direct)
+                    g_ttft = statistics.median(g[f"ttft_{q}"] for g in through)
+                    print(
+                        f"       ttft {q}: direct {d_ttft:.2f} ms, gateway {g_ttft:.2f} ms, "
+                        f"added {statistics.median(added):.2f} ms"
+                    )
+
+        print("\n== /api/chat with conversation persistence (a new conversation per request) ==")
+        chat = [load(gw, 32, args.seconds, tok=tok, path="/api/chat") for _ in range(args.rounds)]
+        rps = statistics.median(r["rps"] for r in chat)
+        ttft = statistics.median(r["ttft_p50"] for r in chat)
+        errors = sum(r["errors"] for r in chat)
+        print(f"c=32   /api/chat {rps:6.0f} rps errors={errors:.0f} ttft_p50={ttft:.2f} ms")
+
+    if not args.skip_streams:
+        print("\n== 1,000 concurrent streams, simulator 50 ms between tokens ==")
+        with (
+            simulator(tmp, "--itl-ms", "50", "--tokens", "100") as sim,
+            db() as database_url,
+            gateway(tmp, sim, database_url, UPSTREAM_MAX_CONNECTIONS="1200", DB_POOL_SIZE="20") as (
+                gw,
+                pid,
+            ),
+        ):
+            tok = token(gw)
+            peak = [0.0]
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss_mb(pid)[0])
+                    time.sleep(0.2)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            result = load(gw, 1000, 12, tok=tok)
+            stop.set()
+            watcher.join()
+            ok, errors, p50 = result["ok"], result["errors"], result["latency_p50"]
+            print(
+                f"c=1000 ok={ok:.0f} errors={errors:.0f} latency_p50={p50:.0f} ms "
+                f"(ideal 5000) gateway peak_rss={peak[0]:.0f} MB"
+            )
+    return 0
+
+
+@contextmanager
+def _sqlite(tmp: Path) -> Iterator[str]:
+    yield f"sqlite+aiosqlite:///{tmp / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
