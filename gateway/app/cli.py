@@ -27,6 +27,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=30,
+        # longer than the clients' and nginx's idle keep-alive (60 s), so the gateway is never the
+        # side that closes an idle connection just as a client sends a request on it
+        timeout_keep_alive=75,
     )
     return 0
 

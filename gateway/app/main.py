@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
+from app.api.chat_fast_path import ChatFastPath
 from app.api.routes import admin_users, auth, chat, conversations, health, usage, user_settings
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
@@ -22,6 +23,7 @@ from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.services.chat import ChatService
 from app.services.chat_store import ChatStore
+from app.services.chat_writer import ChatWriter
 from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle
 from app.services.principal_cache import PrincipalCache
@@ -89,7 +91,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
         app.state.upstream = upstream
         app.state.principal_cache = PrincipalCache(settings.auth_cache_ttl_s)
-        app.state.chat = ChatService(settings, upstream, ChatStore(session_factory), usage_recorder)
+        chat_writer = ChatWriter(engine)
+        await chat_writer.start()
+        app.state.chat_writer = chat_writer
+        # usage rows point at conversations: write those first
+        usage_recorder.before_batch = chat_writer.flush
+        app.state.chat = ChatService(
+            settings,
+            upstream,
+            ChatStore(engine, chat_writer, title_generation=settings.title_generation),
+            usage_recorder,
+        )
         app.state.health = HealthChecker(
             engine,
             timeout_s=settings.health_probe_timeout_s,
@@ -108,6 +120,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chat_service = getattr(app.state, "chat", None)
         if chat_service is not None:
             await chat_service.drain()  # answers and titles still being written
+        writer = getattr(app.state, "chat_writer", None)
+        if writer is not None:
+            await writer.stop()  # every queued conversation and message
         upstream_client = getattr(app.state, "upstream", None)
         if upstream_client is not None:
             await upstream_client.stop()
@@ -134,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # the last added is the outermost: the request context wraps the chat fast path
+    app.add_middleware(ChatFastPath)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, auth, admin_users, chat, conversations, user_settings, usage):
         app.include_router(module.router)

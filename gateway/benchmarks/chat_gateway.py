@@ -130,6 +130,17 @@ def gateway(
         yield url, proc.pid
 
 
+@contextmanager
+def bare_passthrough(tmp: Path, upstream: str) -> Iterator[str]:
+    port = free_port()
+    args = [PY, "-m", "uvicorn", "benchmarks.bare_passthrough:app", "--port", str(port)]
+    args += ["--no-access-log", "--log-level", "warning"]
+    with process(args, dict(os.environ) | {"UPSTREAM": upstream}, tmp / f"bare-{port}.log"):
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/docs")
+        yield url
+
+
 def token(url: str) -> str:
     r = httpx.post(
         f"{url}/api/auth/login", json={"username": "test", "password": "test"}, timeout=10
@@ -192,32 +203,37 @@ def main() -> int:
             return postgres_database()
         return _sqlite(tmp)
 
-    with simulator(tmp) as sim, db() as database_url, gateway(tmp, sim, database_url) as (gw, _pid):
+    with (
+        simulator(tmp) as sim,
+        db() as database_url,
+        gateway(tmp, sim, database_url) as (gw, _pid),
+        bare_passthrough(tmp, sim) as bare,
+    ):
         tok = token(gw)
         print(f"\n== /v1/chat/completions, 16-chunk streams, zero upstream delay, db={args.db} ==")
         for concurrency in (1, 32, 128):
-            direct, through = [], []
+            direct, through, floor = [], [], []
             for _ in range(args.rounds):
                 direct.append(load(sim, concurrency, args.seconds))
                 through.append(load(gw, concurrency, args.seconds, tok=tok))
+                floor.append(load(bare, concurrency, args.seconds))
             d_rps = statistics.median(r["rps"] for r in direct)
             g_rps = statistics.median(r["rps"] for r in through)
+            b_rps = statistics.median(r["rps"] for r in floor)
             errors = sum(r["errors"] for r in through)
             print(
-                f"c={concurrency:<4} direct {d_rps:7.0f} rps | gateway {g_rps:6.0f} rps "
-                f"({g_rps / d_rps:.1%} of direct) errors={errors:.0f}"
+                f"c={concurrency:<4} direct {d_rps:6.0f} rps | gateway {g_rps:5.0f} rps "
+                f"errors={errors:.0f} | bare FastAPI+aiohttp passthrough {b_rps:5.0f} rps "
+                f"| gateway/bare {g_rps / b_rps:.2f}"
             )
             if concurrency == 1:
                 for q in ("p50", "p99"):
-                    added = [
-                        g[f"ttft_{q}"] - d[f"ttft_{q}"]
-                        for d, g in zip(direct, through, strict=True)
-                    ]
                     d_ttft = statistics.median(d[f"ttft_{q}"] for d in direct)
-                    g_ttft = statistics.median(g[f"ttft_{q}"] for g in through)
+                    added = _added(direct, through, f"ttft_{q}")
+                    floor_added = _added(direct, floor, f"ttft_{q}")
                     print(
-                        f"       ttft {q}: direct {d_ttft:.2f} ms, gateway {g_ttft:.2f} ms, "
-                        f"added {statistics.median(added):.2f} ms"
+                        f"       ttft {q}: direct {d_ttft:.2f} ms; added by the gateway "
+                        f"{added:.2f} ms, by the bare passthrough {floor_added:.2f} ms"
                     )
 
         print("\n== /api/chat with conversation persistence (a new conversation per request) ==")
@@ -257,6 +273,11 @@ def main() -> int:
                 f"(ideal 5000) gateway peak_rss={peak[0]:.0f} MB"
             )
     return 0
+
+
+def _added(direct: list[dict[str, float]], other: list[dict[str, float]], key: str) -> float:
+    """Median over rounds of (other - direct): each round's pair ran back to back."""
+    return statistics.median(o[key] - d[key] for d, o in zip(direct, other, strict=True))
 
 
 @contextmanager

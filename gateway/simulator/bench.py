@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class Results:
     errors: int = 0
     ttft: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
+    error_kinds: Counter[str] = field(default_factory=Counter)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -57,6 +59,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, results: R
         if response.status != 200:
             await response.read()
             results.errors += 1
+            results.error_kinds[f"status {response.status}"] += 1
             return
         async for chunk in response.content.iter_any():
             if first is None and b"data:" in chunk:
@@ -68,6 +71,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, results: R
         results.latency.append(time.perf_counter() - started)
     else:
         results.errors += 1
+        results.error_kinds["no [DONE]"] += 1
 
 
 async def _worker(
@@ -76,8 +80,9 @@ async def _worker(
     while time.perf_counter() < until:
         try:
             await _one(session, url, body, results)
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, aiohttp.ClientError) as exc:
             results.errors += 1
+            results.error_kinds[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
 
 
 async def run(
@@ -114,6 +119,8 @@ async def run(
         f"latency_p99={_percentile(results.latency, 0.99) * 1000:.2f}ms",
         flush=True,
     )
+    if results.error_kinds:
+        print(f"errors by kind: {dict(results.error_kinds)}", flush=True)
     return results
 
 

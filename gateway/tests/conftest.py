@@ -75,6 +75,31 @@ def _postgres_available() -> bool:
         return False
 
 
+def require_postgres() -> None:
+    """Skip without Postgres on a laptop; fail in CI, where a skip would hide a test not run."""
+    if not _postgres_available():
+        if REQUIRE_POSTGRES:
+            pytest.fail("Postgres at 127.0.0.1:5432 is required in CI but is not reachable")
+        pytest.skip("Postgres at 127.0.0.1:5432 not reachable")
+
+
+@pytest.fixture
+async def proxied_postgres() -> AsyncIterator[tuple[str, str, Any]]:
+    """A fresh Postgres database: (direct URL, URL through a TCP proxy the test can cut, proxy)."""
+    from tests.tcp_proxy import TcpProxy
+
+    require_postgres()
+    url = await create_pg_database("gw_outage")
+    proxy = TcpProxy(5432)
+    await proxy.start()
+    try:
+        yield url, url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), proxy
+    finally:
+        if proxy.running:
+            await proxy.stop()
+        await drop_pg_database(url)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -83,10 +108,7 @@ async def database_url(
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
         return
-    if not _postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("Postgres at 127.0.0.1:5432 is required in CI but is not reachable")
-        pytest.skip("Postgres at 127.0.0.1:5432 not reachable")
+    require_postgres()
     url = await create_pg_database()
     try:
         yield url

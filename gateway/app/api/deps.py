@@ -66,15 +66,15 @@ def _bearer(request: Request) -> str | None:
     return credential
 
 
-async def get_principal(request: Request, settings: SettingsDep) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller, from the principal cache when possible (no database work on the hot path)."""
+    settings: Settings = request.app.state.settings
     credential = _bearer(request)
     if credential is None and not settings.development_mode:
         raise Unauthorized()
     cache: PrincipalCache = request.app.state.principal_cache
-    key = credential or "<development-mode>"
-    principal = cache.get(key)
-    if principal is None:
+
+    async def load() -> Principal:
         async with request.app.state.session_factory() as session:
             try:
                 auth = AuthService(session, settings)
@@ -83,11 +83,13 @@ async def get_principal(request: Request, settings: SettingsDep) -> Principal:
                 else:
                     principal = await auth.authenticate(credential)
                 await session.commit()  # an API key's last-used time
+                return principal
             except Exception as exc:
                 if is_database_outage(exc):
                     raise DatabaseUnavailable() from exc
                 raise
-        cache.put(key, principal)
+
+    principal = await cache.resolve(credential or "<development-mode>", load)
     log_fields(request)["user_id"] = principal.user_id
     return principal
 

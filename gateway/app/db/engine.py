@@ -30,7 +30,10 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_timeout_s,
-        pool_pre_ping=True,  # a restarted Postgres costs one failed ping, not a failed request
+        # No pre-ping: it costs a round trip per checkout on the chat path. A dropped connection
+        # fails one statement (503 database_unavailable), and SQLAlchemy then invalidates the
+        # whole pool, so the next requests reconnect (tests/integration/test_database_outage.py).
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_timeout_s,

@@ -162,9 +162,7 @@ class ChatService:
         )
 
     async def _title(self, conversation_id: str, question: str) -> None:
-        title = None
-        if self.settings.title_generation:
-            title = await self._generate_title(question)
+        title = await self._generate_title(question) if self.settings.title_generation else None
         await self.store.set_title(conversation_id, title or fallback_title(question))
 
     async def _generate_title(self, question: str) -> str | None:
@@ -181,7 +179,7 @@ class ChatService:
         try:
             async with asyncio.timeout(20):
                 async with self.upstream.http.post(
-                    f"{self.upstream.base_url}/chat/completions",
+                    self.upstream.chat_url,
                     data=orjson.dumps(body),
                     headers={"Content-Type": "application/json"},
                 ) as resp:

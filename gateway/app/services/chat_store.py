@@ -1,23 +1,25 @@
-"""What a chat exchange writes: the conversation, the user's message before the model is asked
-(so it is never lost), the answer (complete, partial or cut by an error) afterwards, a title."""
+"""What a chat exchange stores: the conversation, the user's message (queued before the model is
+asked, so an upstream failure never loses it), the answer (complete, partial or cut), a title."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.errors import NotFound
 from app.db.base import utcnow
-from app.db.models import Conversation, Message
+from app.db.models import Conversation, UserSettings
 from app.db.models.conversation import new_conversation_id
-from app.repositories.conversations import ConversationRepository
+from app.repositories.conversations import canonical_conversation_id
 from app.services.chat_request import ChatRequest, message_text
 from app.services.chat_stream import CLIENT_CLOSED, StreamOutcome
-from app.services.conversations import effective_system_prompt
+from app.services.chat_writer import ChatWriter
 
 log = structlog.get_logger()
 
@@ -33,56 +35,79 @@ class Exchange:
 
 
 class ChatStore:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self.session_factory = session_factory
+    """What a chat exchange reads (ownership, the default system prompt) and writes.
+
+    The reads happen before the model is asked; the writes (conversation, user message, answer,
+    title) go to the `ChatWriter`'s batches, so no transaction sits on the request path.
+    """
+
+    def __init__(self, engine: AsyncEngine, writer: ChatWriter, *, title_generation: bool) -> None:
+        # reads are single statements: no BEGIN/ROLLBACK round trips around them
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.writer = writer
+        self.title_generation = title_generation
 
     async def begin(self, user_id: int, req: ChatRequest, model_id: str) -> Exchange:
-        """Resolve or create the conversation and store the new user message, in one transaction."""
+        """Check or create the conversation and queue the new user message."""
         last = req.messages[-1]
         question = message_text(last.get("content")) if last.get("role") == "user" else None
         has_system = any(m.get("role") == "system" for m in req.messages)
-        async with self.session_factory.begin() as session:
-            conversation: Conversation | None = None
+        now = utcnow()
+        conversation_id: str | None = None
+        system_prompt = req.system_prompt
+        needs_title = False
+        async with self.reader.connect() as conn:
             if req.conversation_id is not None:
-                conversation = await ConversationRepository(session).get_owned(
-                    req.conversation_id, user_id
-                )
-                if conversation is None:
+                conversation_id = canonical_conversation_id(req.conversation_id)
+                if conversation_id is None:
                     raise NotFound("conversation not found")
+                owner = self.writer.pending_owner(conversation_id)
+                if owner is None:
+                    row = (
+                        await conn.execute(
+                            select(Conversation.system_prompt, Conversation.title).where(
+                                Conversation.id == conversation_id, Conversation.user_id == user_id
+                            )
+                        )
+                    ).first()
+                    if row is None:
+                        raise NotFound("conversation not found")
+                    system_prompt = system_prompt or row.system_prompt
+                    needs_title = row.title is None
+                elif owner != user_id:
+                    raise NotFound("conversation not found")
+            if not has_system and not system_prompt:
+                system_prompt = await conn.scalar(
+                    select(UserSettings.system_prompt).where(UserSettings.user_id == user_id)
+                )
+        if has_system:
             system_prompt = None
-            if not has_system:
-                system_prompt = req.system_prompt or await effective_system_prompt(
-                    session, user_id, conversation
-                )
-            if conversation is None and not req.save:
+        if conversation_id is None:
+            if not req.save:
                 return Exchange(None, system_prompt, False, question)
-            now = utcnow()
-            if conversation is None:
-                conversation = Conversation(
-                    id=new_conversation_id(),
-                    user_id=user_id,
-                    model=model_id,
-                    system_prompt=req.system_prompt,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(conversation)
-            else:
-                conversation.updated_at = now
-                conversation.model = model_id
-            if question is not None and not req.regenerate:
-                session.add(
-                    Message(
-                        conversation_id=conversation.id,
-                        role="user",
-                        content=question,
-                        created_at=now,
-                    )
-                )
-            return Exchange(conversation.id, system_prompt, conversation.title is None, question)
+            conversation_id = new_conversation_id()
+            # without a title model the title is the question's first words, written at once
+            title = None if self.title_generation or question is None else fallback_title(question)
+            needs_title = title is None
+            await self.writer.add_conversation(
+                {
+                    "id": conversation_id,
+                    "user_id": user_id,
+                    "title": title,
+                    "model": model_id,
+                    "system_prompt": req.system_prompt,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        else:
+            self.writer.touch(conversation_id, now, model_id)
+        if question is not None and not req.regenerate:
+            await self.writer.add_message(_message(conversation_id, "user", question, now))
+        return Exchange(conversation_id, system_prompt, needs_title, question)
 
     async def finish(self, conversation_id: str, outcome: StreamOutcome, model_id: str) -> None:
-        """Store the answer; a partial (client stopped) or failed one is kept and marked so."""
+        """Queue the answer; a partial (client stopped) or failed one is kept and marked so."""
         text = "".join(outcome.text)
         if not text:
             return
@@ -93,32 +118,34 @@ class ChatStore:
         else:
             status = "error"
         now = utcnow()
-        async with self.session_factory.begin() as session:
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    content=text,
-                    model=model_id,
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                    status=status,
-                    created_at=now,
-                )
-            )
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id)
-                .values(updated_at=now)
-            )
+        row = _message(conversation_id, "assistant", text, now, status=status, model=model_id)
+        row.update(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
+        await self.writer.add_message(row)
+        self.writer.touch(conversation_id, now, model_id)
 
     async def set_title(self, conversation_id: str, title: str) -> None:
-        async with self.session_factory.begin() as session:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.title.is_(None))
-                .values(title=title)
-            )
+        self.writer.set_title(conversation_id, title)
+
+
+def _message(
+    conversation_id: str,
+    role: str,
+    content: str,
+    when: datetime,
+    *,
+    status: str = "complete",
+    model: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "role": role,
+        "content": content,
+        "model": model,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "status": status,
+        "created_at": when,
+    }
 
 
 def fallback_title(question: str) -> str:

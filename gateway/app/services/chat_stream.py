@@ -80,6 +80,15 @@ def _map_status(status: int, detail: str) -> UpstreamError:
     return upstream_failed(f"answered {status}")
 
 
+def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError:
+    """What a failure before anything was sent to the client becomes (a plain HTTP error)."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return upstream_timeout(timeout_reason)
+    return upstream_failed(type(exc).__name__)
+
+
 def _error_detail(raw: bytes) -> str:
     try:
         body = orjson.loads(raw)
@@ -178,7 +187,7 @@ class ChatRelay(Response):
             headers["X-Request-ID"] = self.request_id
         try:
             self._upstream = await self.upstream.http.post(
-                f"{self.upstream.base_url}/chat/completions",
+                self.upstream.chat_url,
                 data=orjson.dumps(self.request.body),
                 headers=headers,
             )
@@ -200,14 +209,8 @@ class ChatRelay(Response):
                 async with await self._post() as resp:
                     raw = await resp.read()
                     status = resp.status
-        except TimeoutError:
-            await self._send_error(send, upstream_timeout("no answer in time"))
-            return
-        except UpstreamError as err:
-            await self._send_error(send, err)
-            return
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._send_error(send, upstream_failed(type(exc).__name__))
+        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+            await self._send_error(send, _before_first_byte(exc, "no answer in time"))
             return
         if status != 200:
             await self._send_error(send, _map_status(status, _error_detail(raw)))
@@ -260,14 +263,8 @@ class ChatRelay(Response):
                     if not chunk:
                         raise upstream_failed("the stream ended before the first token")
                     events, buffer = _split_events(buffer + chunk)
-        except TimeoutError:
-            await self._send_error(send, upstream_timeout("no first token in time"))
-            return
-        except UpstreamError as err:
-            await self._send_error(send, err)
-            return
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._send_error(send, upstream_failed(type(exc).__name__))
+        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+            await self._send_error(send, _before_first_byte(exc, "no first token in time"))
             return
 
         headers = self._response_headers(b"text/event-stream; charset=utf-8")
@@ -408,13 +405,17 @@ class ChatRelay(Response):
 
 def _split_events(data: bytes) -> tuple[list[bytes], bytes]:
     """Complete SSE events' `data:` payloads, and the unfinished rest of the buffer."""
-    if b"\r\n" in data:
+    if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
     end = data.rfind(b"\n\n")
     if end < 0:
         return [], data
+    blocks = data[:end].split(b"\n\n")
+    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
+        # what vLLM sends: one `data: ` line per event
+        return [block[6:] for block in blocks], data[end + 2 :]
     payloads = []
-    for block in data[:end].split(b"\n\n"):
+    for block in blocks:
         for line in block.split(b"\n"):
             if line.startswith(b"data:"):
                 payloads.append(line[5:].lstrip(b" "))

@@ -202,25 +202,6 @@ class ConversationService:
         return conversation
 
 
-async def effective_system_prompt(
-    session: AsyncSession, user_id: int, conversation: Conversation | None
-) -> str | None:
-    """The system prompt a chat turn should use.
-
-    The conversation's own prompt when it has one; otherwise the user's default from
-    `user_settings`; otherwise None (send no system message). `conversation` must already be
-    the caller's (see `ConversationRepository.get_owned`); pass None for a chat that is not
-    saved or not yet created.
-    """
-    if conversation is not None and conversation.system_prompt:
-        return conversation.system_prompt
-    settings = await UserSettingsRepository(session).get(user_id)
-    if settings is not None and settings.system_prompt:
-        return settings.system_prompt
-    return None
-
-
-# --- the user's defaults -------------------------------------------------------------------------
 class UserSettingsService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

@@ -8,7 +8,9 @@ at once; another gateway process sees it within the TTL.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from app.services.auth import Principal
 
@@ -19,6 +21,7 @@ class PrincipalCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[Principal, float]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
     def get(self, credential: str) -> Principal | None:
         entry = self._entries.get(credential)
@@ -31,6 +34,33 @@ class PrincipalCache:
             self._entries.pop(credential, None)
             return None
         return principal
+
+    async def resolve(self, credential: str, load: Callable[[], Awaitable[Principal]]) -> Principal:
+        """The cached Principal, or `load()` it, once for all callers asking at the same time.
+
+        Without this, a burst of requests on a cold cache (a load test starting, a restart under
+        traffic) sends one database lookup per request and exhausts the connection pool.
+        """
+        principal = self.get(credential)
+        if principal is not None:
+            return principal
+        pending = self._inflight.get(credential)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._inflight[credential] = future
+        try:
+            principal = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        else:
+            future.set_result(principal)
+            self.put(credential, principal)
+            return principal
+        finally:
+            del self._inflight[credential]
 
     def put(self, credential: str, principal: Principal) -> None:
         if self.ttl_s <= 0:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
@@ -59,6 +60,7 @@ class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.vllm_base_url.rstrip("/")
+        self.chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per request
         self.session: aiohttp.ClientSession | None = None
         self._models: list[ServedModel] | None = None
         self._models_at = 0.0

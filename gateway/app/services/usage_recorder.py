@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -112,6 +113,8 @@ class UsageRecorder:
         self.flush_interval_s = settings.usage_flush_interval_ms / 1000
         self.queue_max = settings.usage_queue_max
         self.stop_timeout_s = STOP_TIMEOUT_S
+        # awaited before each batch (the chat writer's flush, so referenced conversations exist)
+        self.before_batch: Callable[[], Awaitable[None]] | None = None
         self.written_total = 0
         self.dropped_total = 0
         self.failed_batches_total = 0
@@ -272,6 +275,9 @@ class UsageRecorder:
             batch = [rec for _, rec in itertools.islice(self._queue, self.batch_size)]
             if not batch:
                 return
+            if self.before_batch is not None:
+                # rows point at conversations the chat writer may still hold: write those first
+                await self.before_batch()
             try:
                 await self._insert(batch)
             except Exception as exc:

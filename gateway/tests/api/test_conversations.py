@@ -16,7 +16,6 @@ from sqlalchemy import event, func, select
 
 from app.db.models import Conversation, Message
 from app.repositories.conversations import ConversationRepository
-from app.services.conversations import effective_system_prompt
 from tests.conftest import assert_error
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -655,28 +654,3 @@ class TestForTheChatProxy:
             assert await repo.get_owned(UNKNOWN_ID, user_id) is None
             for malformed in MALFORMED_IDS:
                 assert await repo.get_owned(malformed, user_id) is None
-
-    async def test_effective_system_prompt(
-        self, app: FastAPI, client: httpx.AsyncClient, user_headers: dict[str, str], user_id: int
-    ) -> None:
-        with_prompt = await seed_conversation(app, user_id, system_prompt="conversation's")
-        without = await seed_conversation(app, user_id)
-
-        async def effective(conversation_id: str | None) -> str | None:
-            async with app.state.session_factory() as session:
-                conversation = (
-                    await ConversationRepository(session).get_owned(conversation_id, user_id)
-                    if conversation_id
-                    else None
-                )
-                return await effective_system_prompt(session, user_id, conversation)
-
-        assert await effective(without) is None
-        assert await effective(None) is None
-        r = await client.put(
-            "/api/users/me/settings", headers=user_headers, json={"system_prompt": "user's"}
-        )
-        assert r.status_code == 200, r.text
-        assert await effective(with_prompt) == "conversation's"
-        assert await effective(without) == "user's"
-        assert await effective(None) == "user's"

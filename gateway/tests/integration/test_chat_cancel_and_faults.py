@@ -19,6 +19,7 @@ async def _rows(gw) -> list[RequestLog]:  # type: ignore[no-untyped-def]
 
 
 async def _messages(gw) -> list[Message]:  # type: ignore[no-untyped-def]
+    await gw.app.state.chat_writer.flush()
     async with gw.app.state.session_factory() as session:
         return list((await session.execute(select(Message).order_by(Message.id))).scalars())
 

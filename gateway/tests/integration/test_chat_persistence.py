@@ -172,3 +172,53 @@ async def test_graceful_shutdown_writes_every_queued_row(
 async def _with_messages(gw, token: str, cid: str, n: int) -> dict | None:  # type: ignore[no-untyped-def, type-arg]
     conv = await _conversation(gw, token, cid)
     return conv if len(conv["messages"]) == n else None
+
+
+async def test_postgres_outage_mid_answer_loses_no_message(  # type: ignore[no-untyped-def]
+    simulator, proxied_postgres, tmp_path: Path
+) -> None:
+    """The database goes away while an answer streams: the answer waits in the chat writer's
+    queue and is written when the database is back."""
+    from app.main import create_app
+    from tests.conftest import LiveGateway, free_port, sim_post
+
+    direct_url, proxied_url, proxy = proxied_postgres
+    await sim_post(simulator, "/sim/reset", {"config": True})
+    settings = make_settings(
+        proxied_url, tmp_path, vllm_base_url=f"{simulator.url}/v1", title_generation=False
+    )
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            body = {"messages": [{"role": "user", "content": "slowly [[sim:tokens=20;itl_ms=50]]"}]}
+            async with c.stream("POST", "/api/chat", json=body) as r:
+                assert r.status_code == 200
+                cid = r.headers["x-conversation-id"]
+                await gw.app.state.chat_writer.flush()  # the question is stored
+                await proxy.stop()  # the database goes away mid-answer
+                events = await read_sse(r)
+        assert events[-1] == "[DONE]" and len(content_of(events)) > 0
+        await wait_until(lambda: gw.app.state.chat_writer.queue_depth > 0)  # the answer waits
+        await proxy.start()
+
+        engine = create_engine(make_settings(direct_url, tmp_path), direct_url)
+        try:
+
+            async def stored() -> list[Message]:
+                async with create_session_factory(engine)() as session:
+                    rows = (
+                        (
+                            await session.execute(
+                                select(Message).where(Message.conversation_id == cid)
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
+                return list(rows) if len(rows) == 2 else []
+
+            user, answer = await wait_until(stored, timeout=15)
+        finally:
+            await engine.dispose()
+    assert user.content.startswith("slowly") and answer.content == content_of(events)
+    assert answer.status == "complete"

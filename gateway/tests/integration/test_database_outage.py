@@ -6,88 +6,20 @@ as the gateway sees it (connections reset, new ones refused), without touching t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
-from tests.conftest import (
-    REQUIRE_POSTGRES,
-    _postgres_available,
-    assert_error,
-    bearer,
-    create_pg_database,
-    drop_pg_database,
-    free_port,
-    login,
-    make_settings,
-    wait_until,
-)
-
-
-class TcpProxy:
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
-@pytest.fixture
-async def proxied_url() -> AsyncIterator[tuple[str, TcpProxy]]:
-    if not _postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("Postgres at 127.0.0.1:5432 is required in CI but is not reachable")
-        pytest.skip("Postgres at 127.0.0.1:5432 not reachable")
-    url = await create_pg_database("gw_outage")
-    proxy = TcpProxy(5432)
-    await proxy.start()
-    try:
-        yield url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), proxy
-    finally:
-        if proxy._server is not None:
-            await proxy.stop()
-        await drop_pg_database(url)
+from tests.conftest import assert_error, bearer, login, make_settings, wait_until
+from tests.tcp_proxy import TcpProxy
 
 
 async def test_outage_gives_503_bodies_and_recovers(
-    proxied_url: tuple[str, TcpProxy], tmp_path: Path
+    proxied_postgres: tuple[str, str, TcpProxy], tmp_path: Path
 ) -> None:
-    url, proxy = proxied_url
+    _, url, proxy = proxied_postgres
     settings = make_settings(url, tmp_path, db_timeout_s=1.0, health_probe_timeout_s=1.5)
     app = create_app(settings)
     async with LifespanManager(app):

@@ -20,16 +20,12 @@ from app.db.models import Conversation, RequestLog, User
 from app.main import create_app
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 from tests.conftest import (
-    REQUIRE_POSTGRES,
-    _postgres_available,
-    create_pg_database,
-    drop_pg_database,
     empty_tables,
     free_port,
     make_settings,
     wait_until,
 )
-from tests.integration.test_database_outage import TcpProxy
+from tests.tcp_proxy import TcpProxy
 
 MakeRecorder = Callable[..., UsageRecorder]
 
@@ -310,27 +306,10 @@ async def test_graceful_shutdown_writes_every_recorded_row(
     assert await count_rows(database_url, settings) == 1000
 
 
-@pytest.fixture
-async def proxied_database(tmp_path: Path) -> AsyncIterator[tuple[str, str, TcpProxy]]:
-    if not _postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("Postgres at 127.0.0.1:5432 is required in CI but is not reachable")
-        pytest.skip("Postgres at 127.0.0.1:5432 not reachable")
-    url = await create_pg_database("gw_usage_outage")
-    proxy = TcpProxy(5432)
-    await proxy.start()
-    try:
-        yield url, url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), proxy
-    finally:
-        if proxy._server is not None:
-            await proxy.stop()
-        await drop_pg_database(url)
-
-
 async def test_postgres_cut_under_a_running_gateway_loses_no_row(
-    proxied_database: tuple[str, str, TcpProxy], tmp_path: Path
+    proxied_postgres: tuple[str, str, TcpProxy], tmp_path: Path
 ) -> None:
-    direct_url, proxied_url, proxy = proxied_database
+    direct_url, proxied_url, proxy = proxied_postgres
     settings = make_settings(proxied_url, tmp_path, usage_flush_interval_ms=20, db_timeout_s=1.0)
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=30):

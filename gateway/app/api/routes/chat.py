@@ -1,14 +1,12 @@
-"""Chat completions for the UI (`/api/chat`) and for API clients (`/v1`, OpenAI-compatible)."""
+"""The served models, for the UI (`/api/models`) and for API clients (`/v1/models`)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
 
 from app.api.deps import CurrentPrincipal
-from app.core.middleware import log_fields
 from app.services.chat import ChatService
 
 router = APIRouter(tags=["chat"])
@@ -22,28 +20,7 @@ async def get_chat_service(request: Request) -> ChatService:
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 
 
-async def _complete(request: Request, principal: Any, chat: ChatService, *, ui: bool) -> Response:
-    return await chat.completion(
-        principal,
-        await request.body(),
-        ui=ui,
-        request_id=request.scope["state"].get("request_id"),
-        log_fields=log_fields(request),
-    )
-
-
-@router.post("/api/chat", response_model=None)
-async def ui_chat(request: Request, principal: CurrentPrincipal, chat: ChatServiceDep) -> Response:
-    """The UI's chat: SSE by default, saved in a conversation (`X-Conversation-ID`)."""
-    return await _complete(request, principal, chat, ui=True)
-
-
-@router.post("/v1/chat/completions", response_model=None)
-async def openai_chat(
-    request: Request, principal: CurrentPrincipal, chat: ChatServiceDep
-) -> Response:
-    """OpenAI's chat completions, relayed from the model server as it sends them."""
-    return await _complete(request, principal, chat, ui=False)
+# POST /api/chat and POST /v1/chat/completions are served by app.api.chat_fast_path.
 
 
 @router.get("/v1/models")

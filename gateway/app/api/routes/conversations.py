@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.schemas.conversations import (
@@ -15,7 +15,15 @@ from app.schemas.conversations import (
 )
 from app.services.conversations import ConversationService
 
-router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+
+async def flush_chat_writes(request: Request) -> None:
+    """Read your own writes: chat exchanges this process has queued are written first."""
+    await request.app.state.chat_writer.flush()
+
+
+router = APIRouter(
+    prefix="/api/conversations", tags=["conversations"], dependencies=[Depends(flush_chat_writes)]
+)
 
 
 async def get_conversation_service(session: SessionDep) -> ConversationService:
