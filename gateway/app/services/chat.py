@@ -19,7 +19,7 @@ from app.services.auth import Principal
 from app.services.chat_request import openai_request, parse_json_object, ui_request
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
-from app.services.upstream import ServedModel, UpstreamClient
+from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 
 log = structlog.get_logger()
@@ -56,20 +56,31 @@ class ChatService:
     ) -> ChatRelay:
         """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
         model: ServedModel | None = None
+        conversation_id = None
         try:
             body = parse_json_object(raw_body)
-            model = await self.upstream.resolve(body.get("model"))
             if ui:
+                model, unavailable = await self._resolve_for_ui(body.get("model"))
                 req = ui_request(body, model, self.settings)
                 exchange = await self.store.begin(principal.user_id, req, model.id)
+                conversation_id = exchange.conversation_id
+                if unavailable is not None:
+                    raise unavailable  # the question is stored; the model server is not there
                 if exchange.system_prompt:
                     req.messages.insert(0, {"role": "system", "content": exchange.system_prompt})
             else:
+                model = await self.upstream.resolve(body.get("model"))
                 req = openai_request(body, model, self.settings)
                 exchange = Exchange(None, None, False, None)
         except AppError as err:
             self._record(
-                principal, model, None, ui, request_id, status=err.status_code, error=err.code
+                principal,
+                model,
+                conversation_id,
+                ui,
+                request_id,
+                status=err.status_code,
+                error=err.code,
             )
             raise
         log_fields["model"] = model.id
@@ -92,6 +103,15 @@ class ChatService:
             extra_headers=headers,
             conversation_id=exchange.conversation_id,
         )
+
+    async def _resolve_for_ui(self, requested: Any) -> tuple[ServedModel, UpstreamError | None]:
+        """The served model; when the model server cannot be reached, a stand-in and the error,
+        so the user's message is still stored before the 503 (it is never lost)."""
+        try:
+            return await self.upstream.resolve(requested), None
+        except UpstreamError as err:
+            name = requested if isinstance(requested, str) and requested else "current"
+            return ServedModel(id=name, max_model_len=None, created=0, owned_by=""), err
 
     async def list_models(self) -> list[ServedModel]:
         return await self.upstream.models()

@@ -88,6 +88,7 @@ class TestUpstreamFaults:
             assert r.headers["retry-after"] == "5"
             rows = await _rows(gw)
             assert [(x.status_code, x.error_code) for x in rows] == [(503, "model_unavailable")]
+            assert [(m.role, m.content) for m in await _messages(gw)] == [("user", "hello")]
 
     async def test_500_before_the_stream_is_502_and_keeps_the_message(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
         async with start_gateway() as gw:
