@@ -47,7 +47,8 @@ find_python() {
   return 1
 }
 
-# Create gateway/.venv and install the locked dependencies (runtime or dev).
+# Create gateway/.venv and install the locked dependencies (runtime or dev). The gateway itself
+# runs from its source folder (`cd gateway && python -m app.cli ...`), so it is not installed.
 ensure_venv() {
   local lock="$GATEWAY_DIR/requirements${1:+-$1}.lock" python stamp
   python="$(find_python)" || { apt_install python3 python3-venv; python="$(find_python)"; } ||
@@ -62,7 +63,6 @@ ensure_venv() {
     say "installing gateway dependencies from $(basename "$lock")"
     "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
     "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
-    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$GATEWAY_DIR"
     cp "$lock" "$stamp"
   fi
 }

@@ -15,6 +15,21 @@ port_in_use "$PORT" && die "port $PORT is taken by another program: stop it, or 
 
 ensure_venv
 mkdir -p "$LOG_DIR"
+
+# The model server. Until the local CPU model joins this command, local mode starts the vLLM
+# simulator (realistic pacing, scripted answers) on VLLM_BASE_URL when nothing serves there.
+VLLM_URL="$(env_or_dotenv VLLM_BASE_URL http://127.0.0.1:8000/v1)"
+MODEL_PORT="$(sed -E 's#^https?://(127\.0\.0\.1|localhost):([0-9]+).*#\2#;t;d' <<<"$VLLM_URL")"
+if [[ -n "$MODEL_PORT" ]] && ! port_in_use "$MODEL_PORT" && ! pid_alive "$RUN_DIR/model.pid"; then
+  say "starting the model server stand-in (vLLM simulator) on 127.0.0.1:$MODEL_PORT"
+  (
+    cd "$GATEWAY_DIR"
+    exec setsid "$VENV_DIR/bin/python" -m simulator --host 127.0.0.1 --port "$MODEL_PORT" \
+      --ttft-ms 150 --itl-ms 30 --tokens 60 >>"$LOG_DIR/model.log" 2>&1 < /dev/null
+  ) &
+  echo $! > "$RUN_DIR/model.pid"
+  wait_http "http://127.0.0.1:$MODEL_PORT/health" 30 || die "the simulator did not start (see $LOG_DIR/model.log)"
+fi
 say "starting the gateway on http://$HOST:$PORT (log: $LOG_DIR/gateway.log)"
 (
   cd "$GATEWAY_DIR"
@@ -36,6 +51,7 @@ cat <<MSG
   health:                   http://$HOST:$PORT/health
   API docs:                 http://$HOST:$PORT/docs
   log in (local mode):      admin / admin123   (user: test / test)
+  model server:             $VLLM_URL
 
   curl -X POST http://$HOST:$PORT/api/auth/login -H 'Content-Type: application/json' \\
        -d '{"username":"admin","password":"admin123"}'

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Show whether the local gateway runs and what its /health says.
+# Show which local services run and what the gateway's /health says (exit 3 when it is down).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT="$(env_or_dotenv GATEWAY_PORT 8080)"
-PID_FILE="$RUN_DIR/gateway.pid"
-if pid_alive "$PID_FILE"; then
-  say "gateway: running (pid $(cat "$PID_FILE")) on port $PORT"
-  curl -sS --max-time 5 "http://127.0.0.1:$PORT/health" || warn "gateway does not answer /health"
+for service in gateway model; do
+  if pid_alive "$RUN_DIR/$service.pid"; then
+    say "$service: running (pid $(cat "$RUN_DIR/$service.pid"))"
+  else
+    say "$service: stopped"
+  fi
+done
+if pid_alive "$RUN_DIR/gateway.pid"; then
+  curl -sS --max-time 5 "http://127.0.0.1:$PORT/health" || warn "the gateway does not answer /health"
   echo
 else
-  say "gateway: stopped"
   exit 3
 fi
