@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -198,7 +198,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     print(f"logs in {tmp}", flush=True)
 
-    def db() -> contextmanager:  # type: ignore[type-arg]
+    def db() -> AbstractContextManager[str]:
         if args.db == "postgres":
             return postgres_database()
         return _sqlite(tmp)
