@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,14 +20,16 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.security_headers import SecurityHeadersMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.services.chat import ChatService
 from app.services.chat_store import ChatStore
 from app.services.chat_writer import ChatWriter
 from app.services.health import HealthChecker
-from app.services.login_throttle import LoginThrottle
+from app.services.login_throttle import LoginThrottle, login_storage
 from app.services.principal_cache import PrincipalCache
+from app.services.rate_limiter import RateLimiter
 from app.services.upstream import UpstreamClient
 from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
@@ -82,8 +85,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = redis
         app.state.http = http
         app.state.login_throttle = LoginThrottle(
-            settings.login_max_failures, settings.login_window_s
+            settings.login_max_failures,
+            settings.login_window_s,
+            login_storage(settings.redis_url, settings.rate_limit_key_prefix),
+            fail_closed=settings.rate_limit_fail_closed,
         )
+        rate_limiter = RateLimiter(settings, redis)
+        app.state.rate_limiter = rate_limiter
         usage_recorder = UsageRecorder(session_factory, settings)
         await usage_recorder.start()
         app.state.usage_recorder = usage_recorder
@@ -101,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             upstream,
             ChatStore(engine, chat_writer, title_generation=settings.title_generation),
             usage_recorder,
+            rate_limiter,
         )
         app.state.health = HealthChecker(
             engine,
@@ -149,9 +158,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    # the last added is the outermost: the request context wraps the chat fast path
+    # the last added is the outermost: security headers -> CORS -> request context -> chat fast
+    # path -> routes. CORS wraps the request context so the bodies it writes itself (413, 500,
+    # 503 database_unavailable) stay readable cross-origin; preflights are answered by CORS, before
+    # the fast path's 405, and so carry no request id and write no access-log line.
     app.add_middleware(ChatFastPath)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=[
+            "X-Request-ID",
+            "X-Conversation-ID",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
+        max_age=600,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
     for module in (health, auth, admin_users, chat, conversations, user_settings, usage):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import statistics
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--skip-streams", action="store_true", help="skip the 1,000-stream run")
+    parser.add_argument(
+        "--limiter-only", action="store_true", help="only the rate limiter on/off comparison"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     print(f"logs in {tmp}", flush=True)
@@ -203,6 +207,8 @@ def main() -> int:
             return postgres_database()
         return _sqlite(tmp)
 
+    if args.limiter_only:
+        return limiter_comparison(tmp, args.rounds, args.seconds, db)
     with (
         simulator(tmp) as sim,
         db() as database_url,
@@ -272,6 +278,40 @@ def main() -> int:
                 f"c=1000 ok={ok:.0f} errors={errors:.0f} latency_p50={p50:.0f} ms "
                 f"(ideal 5000) gateway peak_rss={peak[0]:.0f} MB"
             )
+    return 0
+
+
+def limiter_comparison(
+    tmp: Path, rounds: int, seconds: float, db: Callable[[], AbstractContextManager[str]]
+) -> int:
+    """Issue 4: the same /v1 load with the rate limiter off, on in memory, and on Redis."""
+    huge = {
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",
+        "RATE_LIMIT_CONCURRENT_STREAMS": "100000",
+    }
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    variants = {
+        "off": {"RATE_LIMIT_ENABLED": "false"},
+        "memory": huge,
+        "redis": huge | {"REDIS_URL": "redis://127.0.0.1:6379/0", "RATE_LIMIT_KEY_PREFIX": prefix},
+    }
+    print("\n== rate limiter: off / in memory / Redis (requests/minute + stream slots checked) ==")
+    with simulator(tmp) as sim, db() as database_url, contextlib.ExitStack() as stack:
+        urls = {}
+        for name, extra in variants.items():
+            url, _ = stack.enter_context(gateway(tmp, sim, database_url, **extra))
+            urls[name] = (url, token(url))
+        for concurrency in (32, 128):
+            results: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(rounds):
+                for name, (url, tok) in urls.items():
+                    results[name].append(load(url, concurrency, seconds, tok=tok)["rps"])
+            off = statistics.median(results["off"])
+            line = " | ".join(
+                f"{name} {statistics.median(v):5.0f} rps ({statistics.median(v) / off:.2f})"
+                for name, v in results.items()
+            )
+            print(f"c={concurrency:<4} {line}")
     return 0
 
 

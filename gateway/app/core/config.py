@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -16,6 +17,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_JWT_SECRET = "change-me"  # noqa: S105 - the documented placeholder we refuse in production
 GATEWAY_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = GATEWAY_DIR.parent
+# an origin as browsers send it in `Origin`: lower-case scheme and host, optional port, no path
+_ORIGIN = re.compile(
+    r"(https?)://"
+    r"([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])"  # a host name, IPv4 or [IPv6]
+    r"(?::(\d{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Environment(StrEnum):
@@ -101,6 +109,14 @@ class Settings(BaseSettings):
     title_generation: bool = True
     models_cache_s: float = Field(default=5.0, ge=0)
 
+    # --- rate limits (per user; admins override per user) ---------------------------------------
+    rate_limit_enabled: bool = True
+    rate_limit_requests_per_minute: int = Field(default=60, ge=0)
+    rate_limit_concurrent_streams: int = Field(default=4, ge=0)
+    rate_limit_tokens_per_day: int = Field(default=0, ge=0)
+    rate_limit_fail_closed: bool = False
+    rate_limit_key_prefix: str = "vcs"
+
     # --- usage recording ------------------------------------------------------------------------
     usage_batch_size: int = Field(default=500, ge=1)
     usage_flush_interval_ms: int = Field(default=500, ge=10)
@@ -118,6 +134,34 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        # credentialed CORS: each allowed origin is echoed back, so the list must be exact
+        if "*" in value:
+            raise ValueError(
+                "CORS_ORIGINS must list origins: a wildcard cannot be combined with credentials"
+            )
+        origins: list[str] = []
+        for origin in value:
+            match = _ORIGIN.fullmatch(origin.lower())
+            if match is None:
+                raise ValueError(
+                    f"CORS_ORIGINS entry {origin!r} is not an origin: use scheme://host[:port] "
+                    "(http or https, no path, no trailing slash), e.g. https://chat.example.com"
+                )
+            scheme, host, port_text = match.groups()
+            port = _DEFAULT_PORTS[scheme] if port_text is None else int(port_text)
+            if not 0 < port < 65536:
+                raise ValueError(f"CORS_ORIGINS entry {origin!r} has an invalid port")
+            # browsers send `https://host`, never `https://host:443`: compare like with like
+            origins.append(
+                f"{scheme}://{host}"
+                if port == _DEFAULT_PORTS[scheme]
+                else f"{scheme}://{host}:{port}"
+            )
+        return origins
 
     @field_validator("sqlite_path")
     @classmethod

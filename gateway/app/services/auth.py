@@ -45,10 +45,27 @@ class Principal:
     role: str
     via: str  # jwt | api_key | dev
     expires_at: int | None = None
+    # the admin's per-user overrides of the rate limits (None: the default from settings)
+    requests_per_minute: int | None = None
+    max_concurrent_streams: int | None = None
+    tokens_per_day: int | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+def _principal(user: User, via: str, expires_at: int | None = None) -> Principal:
+    return Principal(
+        user.id,
+        user.username,
+        user.role,
+        via,
+        expires_at,
+        user.requests_per_minute,
+        user.max_concurrent_streams,
+        user.tokens_per_day,
+    )
 
 
 async def hash_password_async(password: str, rounds: int) -> str:
@@ -117,7 +134,7 @@ class AuthService:
             raise Unauthorized("this account is disabled", code="account_disabled")
         if claims.version != user.token_version:
             raise Unauthorized("token was revoked, log in again", code="invalid_token")
-        return Principal(user.id, user.username, user.role, "jwt", claims.expires_at)
+        return _principal(user, "jwt", claims.expires_at)
 
     async def _authenticate_api_key(self, key: str) -> Principal:
         digest = hash_api_key(key)
@@ -135,13 +152,13 @@ class AuthService:
         # one write per minute at most: last-used is informative, not worth a write per call
         if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
             record.last_used_at = now
-        return Principal(user.id, user.username, user.role, "api_key")
+        return _principal(user, "api_key")
 
     async def dev_principal(self) -> Principal:
         admin = await self.users.first_active_admin()
         if admin is None:
             raise Unauthorized("development mode: no admin account to act as")
-        return Principal(admin.id, admin.username, admin.role, "dev")
+        return _principal(admin, "dev")
 
     # --- the caller's own account -------------------------------------------------------------
     async def current_user(self, principal: Principal) -> User:

@@ -19,6 +19,7 @@ from app.services.auth import Principal
 from app.services.chat_request import openai_request, parse_json_object, ui_request
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
+from app.services.rate_limiter import Admission, RateLimiter
 from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 
@@ -37,11 +38,13 @@ class ChatService:
         upstream: UpstreamClient,
         store: ChatStore,
         recorder: UsageRecorder,
+        limiter: RateLimiter,
     ) -> None:
         self.settings = settings
         self.upstream = upstream
         self.store = store
         self.recorder = recorder
+        self.limiter = limiter
         self._background: set[asyncio.Task[None]] = set()
 
     # --- entry points -------------------------------------------------------------------------
@@ -57,7 +60,9 @@ class ChatService:
         """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
         model: ServedModel | None = None
         conversation_id = None
+        admission: Admission | None = None
         try:
+            admission = await self.limiter.admit(principal)
             body = parse_json_object(raw_body)
             if ui:
                 model, unavailable = await self._resolve_for_ui(body.get("model"))
@@ -73,6 +78,9 @@ class ChatService:
                 req = openai_request(body, model, self.settings)
                 exchange = Exchange(None, None, False, None)
         except AppError as err:
+            if admission is not None:
+                self.spawn(self.limiter.release(admission, None))
+                err.headers = {**admission.headers, **err.headers}
             self._record(
                 principal,
                 model,
@@ -84,12 +92,14 @@ class ChatService:
             )
             raise
         log_fields["model"] = model.id
-        headers = {}
+        headers = dict(admission.headers)
         if exchange.conversation_id is not None:
             headers["X-Conversation-ID"] = exchange.conversation_id
 
         def on_finish(outcome: StreamOutcome) -> None:
             self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
+            tokens = (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
+            self.spawn(self.limiter.release(admission, tokens))
 
         return ChatRelay(
             self.upstream,

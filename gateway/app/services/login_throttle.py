@@ -10,32 +10,68 @@ from __future__ import annotations
 import math
 import time
 
+import structlog
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from redis.exceptions import RedisError
+
+from app.core.errors import ServiceUnavailable
+
+log = structlog.get_logger()
+
+
+def login_storage(redis_url: str | None, key_prefix: str) -> Storage:
+    """Redis when configured (every gateway process shares the budget), else process memory."""
+    if not redis_url:
+        return MemoryStorage()
+    storage = storage_from_string(
+        f"async+{redis_url}", implementation="redispy", key_prefix=f"{key_prefix}:login"
+    )
+    assert isinstance(storage, Storage)
+    return storage
 
 
 class LoginThrottle:
     def __init__(
-        self, max_failures: int, window_s: int, storage_uri: str = "async+memory://"
+        self,
+        max_failures: int,
+        window_s: int,
+        storage: Storage | None = None,
+        *,
+        fail_closed: bool = False,
     ) -> None:
         self._item = RateLimitItemPerSecond(max_failures, window_s, namespace="login")
-        storage = storage_from_string(storage_uri)
-        if not isinstance(storage, Storage):
-            raise ValueError(f"{storage_uri!r} is not an async storage (use async+...://)")
-        self._storage = storage
+        self._storage = storage or MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
+        self.fail_closed = fail_closed
 
     async def retry_after(self, client_ip: str) -> int | None:
         """Seconds to wait when this client has used up its failures, else None."""
-        if await self._limiter.test(self._item, client_ip):
+        try:
+            if await self._limiter.test(self._item, client_ip):
+                return None
+            stats = await self._limiter.get_window_stats(self._item, client_ip)
+        except (RedisError, OSError) as exc:
+            self._unavailable(exc)
             return None
-        stats = await self._limiter.get_window_stats(self._item, client_ip)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
     async def record_failure(self, client_ip: str) -> None:
-        await self._limiter.hit(self._item, client_ip)
+        try:
+            await self._limiter.hit(self._item, client_ip)
+        except (RedisError, OSError) as exc:
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: BaseException) -> None:
+        log.warning("login throttle store unavailable", error=type(exc).__name__)
+        if self.fail_closed:
+            raise ServiceUnavailable(
+                "login is unavailable, try again shortly",
+                code="rate_limiter_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
 
     async def reset(self) -> None:
         await self._storage.reset()

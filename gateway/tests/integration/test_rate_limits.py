@@ -1,0 +1,324 @@
+"""Per-user rate limits (SPEC §4) on the chat routes: in memory, and on a real Redis shared by
+two gateways; a Redis the test starts and kills proves fail-open, fail-closed and recovery."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from app.db.models import RequestLog
+from app.main import create_app
+from tests.conftest import (
+    LiveGateway,
+    assert_error,
+    empty_tables,
+    free_port,
+    login,
+    make_settings,
+    read_sse,
+    sim_get,
+    sim_post,
+    wait_until,
+)
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _chat(text: str = "hi") -> dict[str, Any]:
+    return {"model": "current", "messages": [{"role": "user", "content": text}]}
+
+
+async def _token(gw: LiveGateway, user: str = "test", password: str = "test") -> str:
+    async with gw.client() as c:
+        return await login(c, user, password)
+
+
+class TestInMemory:
+    async def test_requests_per_minute_with_headers(self, start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_requests_per_minute=3) as gw:
+            async with gw.client(await _token(gw)) as c:
+                remaining = []
+                for _ in range(3):
+                    r = await c.post("/v1/chat/completions", json=_chat())
+                    assert r.status_code == 200
+                    assert r.headers["x-ratelimit-limit"] == "3"
+                    remaining.append(r.headers["x-ratelimit-remaining"])
+                    assert 1 <= int(r.headers["x-ratelimit-reset"]) <= 60
+                assert remaining == ["2", "1", "0"]
+                refused = await c.post("/api/chat", json=_chat())
+                assert_error(refused, 429, "rate_limited")
+                assert 1 <= int(refused.headers["retry-after"]) <= 60
+                assert refused.headers["x-ratelimit-remaining"] == "0"
+                assert refused.headers["x-ratelimit-limit"] == "3"
+            assert (await sim_get(simulator, "/sim/stats"))["requests_total"] == 3
+            await gw.app.state.usage_recorder.flush()
+            async with gw.app.state.session_factory() as session:
+                codes = [
+                    r.status_code for r in (await session.execute(select(RequestLog))).scalars()
+                ]
+            assert sorted(codes) == [200, 200, 200, 429]
+
+    async def test_concurrent_streams(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_concurrent_streams=2) as gw:
+            token = await _token(gw)
+            slow = {**_chat("long [[sim:tokens=30;itl_ms=50]]"), "stream": True}
+            async with gw.client(token) as c1, gw.client(token) as c2, gw.client(token) as c3:
+                async with (
+                    c1.stream("POST", "/v1/chat/completions", json=slow) as r1,
+                    c2.stream("POST", "/v1/chat/completions", json=slow) as r2,
+                ):
+                    assert r1.status_code == r2.status_code == 200
+                    third = await c3.post("/v1/chat/completions", json=_chat())
+                    assert_error(third, 429, "rate_limited")
+                    assert "at once" in third.json()["error"]["message"]
+                    assert third.headers["x-ratelimit-limit"] == "2"
+                    await read_sse(r1)
+                    await read_sse(r2)
+
+                async def admitted_again() -> bool:
+                    return (await c3.post("/v1/chat/completions", json=_chat())).status_code == 200
+
+                await wait_until(admitted_again, timeout=5)
+
+    async def test_tokens_per_day(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_tokens_per_day=20) as gw:
+            async with gw.client(await _token(gw)) as c:
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+
+                async def refused() -> httpx.Response | None:
+                    r = await c.post("/v1/chat/completions", json=_chat())
+                    return r if r.status_code == 429 else None
+
+                r = await wait_until(refused, timeout=5)  # the first answer's tokens are counted
+                assert "tokens per day" in r.json()["error"]["message"]
+                assert int(r.headers["retry-after"]) > 60
+
+    async def test_admin_override_applies_at_once(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_requests_per_minute=100) as gw:
+            token = await _token(gw)
+            admin = await _token(gw, "admin", "admin123")
+            async with gw.client(admin) as a, gw.client(token) as c:
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+                users = (await a.get("/api/admin/users")).json()["users"]
+                test_id = next(u["id"] for u in users if u["username"] == "test")
+                r = await a.patch(f"/api/admin/users/{test_id}", json={"requests_per_minute": 2})
+                assert r.status_code == 200
+            # the same token: the account change cleared this process's credential cache
+            async with gw.client(token) as c:
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+                assert_error(await c.post("/v1/chat/completions", json=_chat()), 429)
+
+    async def test_other_users_are_not_affected(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_requests_per_minute=1) as gw:
+            async with gw.client(await _token(gw)) as c:
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 429
+            async with gw.client(await _token(gw, "admin", "admin123")) as c:
+                assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """An own key prefix on the shared Redis, deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = Redis.from_url(SHARED_REDIS)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_two_gateways_share_one_limit(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, simulator, redis_prefix: str
+) -> None:
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        vllm_base_url=f"{simulator.url}/v1",
+        redis_url=SHARED_REDIS,
+        rate_limit_key_prefix=redis_prefix,
+        rate_limit_requests_per_minute=5,
+    )
+    await empty_tables(database_url, settings)
+    async with (
+        LiveGateway(create_app(settings), free_port()) as one,
+        LiveGateway(create_app(settings), free_port()) as two,
+    ):
+        token = await _token(one)
+        statuses = []
+        async with one.client(token) as c1, two.client(token) as c2:
+            for i in range(8):
+                client = c1 if i % 2 == 0 else c2
+                statuses.append(
+                    (await client.post("/v1/chat/completions", json=_chat())).status_code
+                )
+        assert statuses == [200] * 5 + [429] * 3
+        redis = Redis.from_url(SHARED_REDIS)
+        try:
+            assert int(await redis.get(f"{redis_prefix}:rpm:{(await _user_id(one))}") or 0) == 8
+        finally:
+            await redis.aclose()
+
+
+async def _user_id(gw: LiveGateway) -> int:
+    async with gw.client(await _token(gw)) as c:
+        return int((await c.get("/api/auth/me")).json()["id"])
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, that the test can kill and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self) -> None:
+        async def ping() -> bool:
+            client = Redis.from_url(self.url, socket_connect_timeout=0.5)
+            try:
+                return bool(await client.ping())
+            except OSError:
+                return False
+            except Exception:
+                return False
+            finally:
+                await client.aclose()
+
+        await wait_until(ping, timeout=10)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_redis_down_fails_open_or_closed_and_recovers(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, simulator, own_redis: RedisServer, fail_closed: bool
+) -> None:
+    await own_redis.wait_ready()
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        vllm_base_url=f"{simulator.url}/v1",
+        redis_url=own_redis.url,
+        rate_limit_requests_per_minute=2,
+        rate_limit_fail_closed=fail_closed,
+    )
+    await empty_tables(database_url, settings)
+    await sim_post(simulator, "/sim/reset", {"config": True})
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        async with gw.client(await _token(gw)) as c:
+            assert [
+                (await c.post("/v1/chat/completions", json=_chat())).status_code for _ in range(3)
+            ] == [200, 200, 429]
+
+            own_redis.kill()
+            down = [await c.post("/v1/chat/completions", json=_chat()) for _ in range(3)]
+            if fail_closed:
+                for r in down:
+                    assert_error(r, 503, "rate_limiter_unavailable")
+            else:
+                assert [r.status_code for r in down] == [200, 200, 200]
+            health = (await c.get("/health")).json()
+            assert (
+                health["status"] == "degraded" and health["services"]["redis"]["status"] == "down"
+            )
+            assert gw.app.state.rate_limiter.store_failures_total >= 3
+
+            own_redis.start()
+            await own_redis.wait_ready()
+
+            async def enforced_again() -> bool:
+                statuses = [
+                    (await c.post("/v1/chat/completions", json=_chat())).status_code
+                    for _ in range(3)
+                ]
+                return 429 in statuses
+
+            await wait_until(enforced_again, timeout=10)
+            assert (await c.get("/health")).json()["status"] == "healthy"
+
+
+async def test_login_throttle_is_shared_through_redis(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        redis_url=SHARED_REDIS,
+        rate_limit_key_prefix=redis_prefix,
+        login_max_failures=4,
+    )
+    await empty_tables(database_url, settings)
+    one, two = create_app(settings), create_app(settings)
+    async with LifespanManager(one), LifespanManager(two):
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=a, client=("10.1.2.3", 1000)),
+                base_url="http://gw",
+            )
+            for a in (one, two)
+        ]
+        bad = {"username": "admin", "password": "wrong"}
+        statuses = [
+            (await clients[i % 2].post("/api/auth/login", json=bad)).status_code for i in range(4)
+        ]
+        assert statuses == [401] * 4
+        for (
+            client
+        ) in clients:  # both processes now refuse this client, even with the right password
+            r = await client.post(
+                "/api/auth/login", json={"username": "admin", "password": "admin123"}
+            )
+            assert_error(r, 429, "rate_limited")
+        for client in clients:
+            await client.aclose()
