@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
+import tempfile
 
 from pydantic import ValidationError
 
@@ -13,6 +15,10 @@ from app.core.config import Settings, get_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # set before any worker imports prometheus_client: every worker then writes its values
+        # to files there and /metrics sums them
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     import uvicorn
 
     uvicorn.run(

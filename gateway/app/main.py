@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,10 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
 from app.api.chat_fast_path import ChatFastPath
-from app.api.routes import admin_users, auth, chat, conversations, health, usage, user_settings
+from app.api.routes import (
+    admin_users,
+    auth,
+    chat,
+    conversations,
+    health,
+    metrics,
+    usage,
+    user_settings,
+)
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
+from app.core.metrics import mark_process_dead
 from app.core.middleware import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.db.engine import create_engine, create_session_factory
@@ -142,6 +153,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
+        mark_process_dead(os.getpid())  # this worker's live gauges leave the sums
         log.info("gateway stopped")
 
 
@@ -181,6 +193,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, auth, admin_users, chat, conversations, user_settings, usage):
+    for module in (health, metrics, auth, admin_users, chat, conversations, user_settings, usage):
         app.include_router(module.router)
     return app

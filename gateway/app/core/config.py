@@ -122,13 +122,25 @@ class Settings(BaseSettings):
     usage_flush_interval_ms: int = Field(default=500, ge=10)
     usage_queue_max: int = Field(default=100_000, ge=100)
 
+    # --- metrics ----------------------------------------------------------------------------------
+    metrics_token: str | None = None
+    metrics_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"]
+    )
+
     # --- HTTP limits and logs ---------------------------------------------------------------
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False
 
-    @field_validator("cors_origins", "model_aliases", "content_blocklist", mode="before")
+    @field_validator(
+        "cors_origins",
+        "model_aliases",
+        "content_blocklist",
+        "metrics_allow_networks",
+        mode="before",
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

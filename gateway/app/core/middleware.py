@@ -22,12 +22,15 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, error_response, response_for_unexpected
+from app.core.metrics import HTTP_DURATION, HTTP_REQUESTS
 from app.core.request_context import set_request_id
 
 log = structlog.get_logger()
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/health", "/metrics"})
+# paths served outside the router (no route template in the scope)
+_FIXED_ROUTES = frozenset({"/api/chat", "/v1/chat/completions"})
 
 
 def log_fields(request: Request) -> dict[str, Any]:
@@ -84,12 +87,19 @@ class RequestContextMiddleware:
         finally:
             path = scope["path"]
             final_status = fields.pop("status_code", status or 500)
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or (
+                path if path in _FIXED_ROUTES else "unmatched"
+            )
+            HTTP_REQUESTS.labels(template, scope["method"], str(final_status)).inc()
+            HTTP_DURATION.labels(template).observe(elapsed)
             line = {
                 "logger": "gateway.access",
                 "method": scope["method"],
                 "path": path,
                 "status_code": final_status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "latency_ms": round(elapsed * 1000, 2),
                 "client_ip": (scope.get("client") or ("-",))[0],
                 **fields,
             }

@@ -15,8 +15,9 @@ import structlog
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.metrics import CHAT_REQUESTS, CHAT_TTFT, TOKENS, UPSTREAM_ERRORS
 from app.services.auth import Principal
-from app.services.chat_request import openai_request, parse_json_object, ui_request
+from app.services.chat_request import message_text, openai_request, parse_json_object, ui_request
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
 from app.services.rate_limiter import Admission, RateLimiter
@@ -92,6 +93,8 @@ class ChatService:
             )
             raise
         log_fields["model"] = model.id
+        if self.settings.log_content:  # user data: off unless LOG_CONTENT=true
+            log_fields["prompt"] = message_text(req.messages[-1].get("content"))
         headers = dict(admission.headers)
         if exchange.conversation_id is not None:
             headers["X-Conversation-ID"] = exchange.conversation_id
@@ -157,6 +160,8 @@ class ChatService:
         )
         if outcome.error_code:
             log_fields["error_code"] = outcome.error_code
+        if self.settings.log_content and outcome.text:  # /v1 answers are relayed, not assembled
+            log_fields["completion"] = "".join(outcome.text)
         if exchange.conversation_id is None:
             return
         self.spawn(self.store.finish(exchange.conversation_id, outcome, model.id))
@@ -175,6 +180,17 @@ class ChatService:
         error: str | None,
         outcome: StreamOutcome | None = None,
     ) -> None:
+        model_label = model.id if model else "unknown"
+        CHAT_REQUESTS.labels(model_label, "ui" if ui else "api", str(status)).inc()
+        if error is not None and status >= 500 and error != "client_closed":
+            UPSTREAM_ERRORS.labels(error).inc()
+        if outcome is not None:
+            if outcome.ttft_ms is not None:
+                CHAT_TTFT.labels(model_label).observe(outcome.ttft_ms / 1000)
+            if outcome.prompt_tokens:
+                TOKENS.labels(model_label, "input").inc(outcome.prompt_tokens)
+            if outcome.completion_tokens:
+                TOKENS.labels(model_label, "output").inc(outcome.completion_tokens)
         self.recorder.record(
             UsageRecord(
                 status_code=status,

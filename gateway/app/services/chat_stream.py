@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.core.errors import error_body
+from app.core.metrics import ACTIVE_STREAMS
 from app.services.chat_request import ChatRequest
 from app.services.upstream import (
     UpstreamClient,
@@ -148,6 +149,8 @@ class ChatRelay(Response):
             task.cancel()
 
         watcher = asyncio.create_task(watch_disconnect())
+        if self.request.stream:
+            ACTIVE_STREAMS.inc()
         try:
             if self.request.stream:
                 await self._stream(send)
@@ -161,6 +164,8 @@ class ChatRelay(Response):
         except OSError:  # the client vanished while we were writing
             self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
         finally:
+            if self.request.stream:
+                ACTIVE_STREAMS.dec()
             watcher.cancel()
             if self._upstream is not None:
                 self._upstream.close()  # drops the upstream connection: vLLM aborts the generation

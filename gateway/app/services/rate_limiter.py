@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from app.core.config import Settings
 from app.core.errors import RateLimited, ServiceUnavailable
+from app.core.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORE_ERRORS
 from app.services.auth import Principal
 from app.services.redis_pipeliner import RedisPipeliner
 
@@ -156,6 +157,7 @@ class RateLimiter:
             3: ("tokens_per_day", "tokens per day", quota.tokens_per_day, ttl),
         }[verdict]
         self.rejections[reason] += 1
+        RATE_LIMIT_REJECTIONS.labels(reason).inc()
         wait = max(int(wait), 1)
         headers = {
             "X-RateLimit-Limit": str(limit),
@@ -207,6 +209,7 @@ class RateLimiter:
 
     def _store_failed(self, exc: BaseException, *, releasing: bool = False) -> None:
         self.store_failures_total += 1
+        RATE_LIMIT_STORE_ERRORS.inc()
         now = time.monotonic()
         if now - self._last_failure_log > 10:
             self._last_failure_log = now

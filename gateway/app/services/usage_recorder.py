@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.errors import is_database_outage
+from app.core.metrics import USAGE_QUEUE_DEPTH, USAGE_ROWS_DROPPED
 from app.db.base import utcnow
 from app.repositories.usage import UsageRepository
 
@@ -147,6 +148,7 @@ class UsageRecorder:
             queue.append((time.monotonic(), rec))
             self._accepted += 1
             depth = len(queue)
+            USAGE_QUEUE_DEPTH.inc()
             if depth == 1 or depth >= self.batch_size:
                 self._wake.set()
         except Exception:  # a usage row is never worth failing a chat request for
@@ -155,6 +157,7 @@ class UsageRecorder:
 
     def _drop(self, count: int) -> None:
         self.dropped_total += count
+        USAGE_ROWS_DROPPED.inc(count)
         self._drops_unlogged += count
         now = time.monotonic()
         if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
@@ -343,6 +346,9 @@ class UsageRecorder:
         self._done += count
         self.written_total += written
         self.dropped_total += count - written
+        USAGE_QUEUE_DEPTH.dec(count)
+        if count > written:
+            USAGE_ROWS_DROPPED.inc(count - written)
         if self._failing and written:
             self._failing = False
             log.info("usage writes recovered", queued=len(self._queue))

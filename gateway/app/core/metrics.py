@@ -1,0 +1,75 @@
+"""Prometheus metrics (SPEC §3 "Health and metrics").
+
+Metrics are module-level, as prometheus_client expects: one registry per process. With several
+uvicorn workers, `app.cli serve` sets PROMETHEUS_MULTIPROC_DIR before any worker starts, values
+live in per-process files there, and `/metrics` sums every worker's (gauges: live processes).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30)
+
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests_total", "HTTP requests by route template", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time from request to the end of the response",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+CHAT_REQUESTS = Counter(
+    "gateway_chat_requests_total", "Chat completions by outcome", ["model", "client", "status"]
+)
+CHAT_TTFT = Histogram(
+    "gateway_chat_ttft_seconds", "Time to the first token", ["model"], buckets=_TTFT_BUCKETS
+)
+TOKENS = Counter(
+    "gateway_tokens_total", "Tokens reported by the model server", ["model", "direction"]
+)
+ACTIVE_STREAMS = Gauge(
+    "gateway_active_streams", "Chat answers being relayed now", multiprocess_mode="livesum"
+)
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Model server failures", ["kind"])
+RATE_LIMIT_REJECTIONS = Counter(
+    "gateway_rate_limit_rejections_total", "Requests refused with 429", ["reason"]
+)
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "gateway_rate_limit_store_errors_total", "Rate-limit store (Redis) failures"
+)
+USAGE_QUEUE_DEPTH = Gauge(
+    "gateway_usage_queue_depth", "Usage rows waiting to be written", multiprocess_mode="livesum"
+)
+USAGE_ROWS_DROPPED = Counter("gateway_usage_rows_dropped_total", "Usage rows lost (must stay 0)")
+
+
+def multiprocess_mode() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of this process, or of every worker in multiprocess mode."""
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
