@@ -91,7 +91,14 @@ class AuthService:
         wait = await throttle.retry_after(client_ip)
         if wait is not None:
             log.warning("login throttled", client_ip=client_ip)
-            raise RateLimited("too many failed logins, try again later", retry_after_s=wait)
+            headers = {
+                "X-RateLimit-Limit": str(self.settings.login_max_failures),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(wait),
+            }
+            raise RateLimited(
+                "too many failed logins, try again later", retry_after_s=wait, headers=headers
+            )
         user = await self.users.by_login(login.strip())
         if user is None:
             # same work and same answer as a wrong password: no username probing

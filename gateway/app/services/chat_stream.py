@@ -72,7 +72,7 @@ def _map_status(status: int, detail: str) -> UpstreamError:
             "the model server is busy, retry shortly",
             code="rate_limited",
             status_code=429,
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
         )
     if status in (404, 503):
         return model_unavailable(f"answered {status}")

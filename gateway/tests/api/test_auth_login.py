@@ -110,6 +110,9 @@ class TestLoginThrottle:
         )
         assert_error(blocked, 429, "rate_limited")
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert blocked.headers["x-ratelimit-limit"] == str(limit)
+        assert blocked.headers["x-ratelimit-remaining"] == "0"
+        assert blocked.headers["x-ratelimit-reset"] == blocked.headers["retry-after"]
 
     async def test_successful_logins_do_not_count(self, client: httpx.AsyncClient) -> None:
         for _ in range(12):
