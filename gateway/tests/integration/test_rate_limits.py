@@ -322,3 +322,71 @@ async def test_login_throttle_is_shared_through_redis(  # type: ignore[no-untype
             assert_error(r, 429, "rate_limited")
         for client in clients:
             await client.aclose()
+
+
+async def test_two_gateway_processes_share_one_limit(  # type: ignore[no-untyped-def]
+    tmp_path: Path, simulator, redis_prefix: str
+) -> None:
+    """The same, with two real `app.cli serve` processes on one SQLite file and one Redis."""
+    import os
+    import sys
+
+    from tests.conftest import GATEWAY_DIR
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
+    }
+    env |= {
+        "SQLITE_PATH": str(tmp_path / "shared.db"),
+        "JWT_SECRET": "shared-secret-" + "s" * 40,
+        "BCRYPT_ROUNDS": "4",
+        "VLLM_BASE_URL": f"{simulator.url}/v1",
+        "REDIS_URL": SHARED_REDIS,
+        "RATE_LIMIT_KEY_PREFIX": redis_prefix,
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": "5",
+    }
+    procs, urls, logs = [], [], []
+    try:
+        for n in range(2):  # one after the other: the second finds the schema migrated
+            port = free_port()
+            log = (tmp_path / f"gw{n}.log").open("wb")
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                    cwd=GATEWAY_DIR,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            url = f"http://127.0.0.1:{port}"
+            urls.append(url)
+
+            async def up(url: str = url) -> bool:
+                try:
+                    async with httpx.AsyncClient() as c:
+                        return (await c.get(f"{url}/health/live", timeout=1)).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(up, timeout=40, interval=0.1)
+        async with httpx.AsyncClient(base_url=urls[0]) as c:
+            token = await login(c, "test", "test")
+        statuses = []
+        for i in range(8):
+            async with httpx.AsyncClient(
+                base_url=urls[i % 2], headers={"Authorization": f"Bearer {token}"}
+            ) as c:
+                statuses.append(
+                    (await c.post("/v1/chat/completions", json=_chat(), timeout=10)).status_code
+                )
+        assert statuses == [200] * 5 + [429] * 3
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        for log in logs:
+            log.close()
