@@ -218,6 +218,22 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         await asyncio.sleep(interval)
 
 
+async def wait_live(base: str, proc: Any = None, log_path: Path | None = None) -> None:
+    """Wait for a gateway process's /health/live; fail early, with its log, if it exits."""
+
+    async def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            tail = log_path.read_text()[-3000:] if log_path is not None else ""
+            raise AssertionError(f"gateway exited early:\n{tail}")
+        try:
+            async with httpx.AsyncClient() as c:
+                return (await c.get(f"{base}/health/live", timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_until(up, timeout=40, interval=0.1)
+
+
 @pytest.fixture(scope="session")
 def gateway_dir() -> Iterator[Path]:
     yield GATEWAY_DIR

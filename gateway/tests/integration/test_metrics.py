@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import GATEWAY_DIR, assert_error, free_port, login, wait_until
+from tests.conftest import GATEWAY_DIR, assert_error, free_port, login, wait_live, wait_until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -125,15 +125,7 @@ async def test_counts_add_up_across_two_workers(tmp_path: Path, simulator) -> No
     )
     base = f"http://127.0.0.1:{port}"
     try:
-
-        async def up() -> bool:
-            try:
-                async with httpx.AsyncClient() as c:
-                    return (await c.get(f"{base}/health/live", timeout=1)).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, timeout=40, interval=0.2)
+        await wait_live(base, proc)
         # both workers imported the app (each writes its own value files): /metrics must sum them
         await wait_until(lambda: len(list(metrics_dir.glob("counter_*.db"))) == 2, timeout=40)
         async with httpx.AsyncClient(base_url=base, timeout=10) as c:

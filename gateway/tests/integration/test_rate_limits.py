@@ -27,6 +27,7 @@ from tests.conftest import (
     read_sse,
     sim_get,
     sim_post,
+    wait_live,
     wait_until,
 )
 
@@ -364,15 +365,7 @@ async def test_two_gateway_processes_share_one_limit(  # type: ignore[no-untyped
             )
             url = f"http://127.0.0.1:{port}"
             urls.append(url)
-
-            async def up(url: str = url) -> bool:
-                try:
-                    async with httpx.AsyncClient() as c:
-                        return (await c.get(f"{url}/health/live", timeout=1)).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, timeout=40, interval=0.1)
+            await wait_live(url, procs[-1])
         async with httpx.AsyncClient(base_url=urls[0]) as c:
             token = await login(c, "test", "test")
         statuses = []

@@ -18,7 +18,7 @@ from tests.conftest import (
     empty_tables,
     free_port,
     make_settings,
-    wait_until,
+    wait_live,
 )
 
 
@@ -63,25 +63,12 @@ def gateway_process(
                 proc.wait()
 
 
-async def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    async def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            async with httpx.AsyncClient() as c:
-                return (await c.get(f"{base}/health/live", timeout=1)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await wait_until(up, timeout=30, interval=0.1)
-
-
 async def test_serves_login_and_health(database_url: str, tmp_path: Path) -> None:
     await empty_tables(database_url, make_settings(database_url, tmp_path))
     env = _env(DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
     log_path = tmp_path / "gateway.log"
     with gateway_process(env, log_path) as (proc, base):
-        await _wait_healthy(base, proc, log_path)
+        await wait_live(base, proc, log_path)
         async with httpx.AsyncClient(base_url=base) as client:
             r = await client.post(
                 "/api/auth/login", json={"username": "admin", "password": "admin123"}
@@ -138,7 +125,7 @@ async def test_production_without_admin_refuses_then_bootstraps_from_env(
     env |= {"ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "a-strong-admin-pass"}
     log_path = tmp_path / "prod.log"
     with gateway_process(env, log_path) as (proc, base):
-        await _wait_healthy(base, proc, log_path)
+        await wait_live(base, proc, log_path)
         async with httpx.AsyncClient(base_url=base) as client:
             ok = await client.post(
                 "/api/auth/login", json={"username": "root", "password": "a-strong-admin-pass"}
