@@ -8,6 +8,11 @@ if ! port_in_use 5432 && command -v pg_ctlcluster >/dev/null; then
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
 fi
 
+if ! port_in_use 6379 && command -v redis-server >/dev/null; then
+  say "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+
 ensure_venv dev
 cd "$GATEWAY_DIR"
 say "ruff"
