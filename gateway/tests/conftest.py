@@ -218,6 +218,25 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         await asyncio.sleep(interval)
 
 
+def gateway_env(**extra: str) -> dict[str, str]:
+    """The environment of a gateway test process: no inherited database or Redis settings,
+    cheap bcrypt, JSON logs, no model server unless given; `extra` on top."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
+    }
+    env.update(
+        {
+            "BCRYPT_ROUNDS": "4",
+            "LOG_FORMAT": "json",
+            "VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
 async def wait_live(base: str, proc: Any = None, log_path: Path | None = None) -> None:
     """Wait for a gateway process's /health/live; fail early, with its log, if it exits."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,15 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import GATEWAY_DIR, assert_error, free_port, login, wait_live, wait_until
+from tests.conftest import (
+    GATEWAY_DIR,
+    assert_error,
+    free_port,
+    gateway_env,
+    login,
+    wait_live,
+    wait_until,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -102,19 +109,13 @@ async def test_counts_add_up_across_two_workers(tmp_path: Path, simulator) -> No
     port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "SQLITE_PATH": str(tmp_path / "gw.db"),
-        "BCRYPT_ROUNDS": "4",
-        "VLLM_BASE_URL": f"{simulator.url}/v1",
-        "RATE_LIMIT_ENABLED": "false",
-        "TITLE_GENERATION": "false",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = gateway_env(
+        SQLITE_PATH=str(tmp_path / "gw.db"),
+        VLLM_BASE_URL=f"{simulator.url}/v1",
+        RATE_LIMIT_ENABLED="false",
+        TITLE_GENERATION="false",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
     log = (tmp_path / "gw.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],

@@ -329,25 +329,18 @@ async def test_two_gateway_processes_share_one_limit(  # type: ignore[no-untyped
     tmp_path: Path, simulator, redis_prefix: str
 ) -> None:
     """The same, with two real `app.cli serve` processes on one SQLite file and one Redis."""
-    import os
     import sys
 
-    from tests.conftest import GATEWAY_DIR
+    from tests.conftest import GATEWAY_DIR, gateway_env
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "SQLITE_PATH": str(tmp_path / "shared.db"),
-        "JWT_SECRET": "shared-secret-" + "s" * 40,
-        "BCRYPT_ROUNDS": "4",
-        "VLLM_BASE_URL": f"{simulator.url}/v1",
-        "REDIS_URL": SHARED_REDIS,
-        "RATE_LIMIT_KEY_PREFIX": redis_prefix,
-        "RATE_LIMIT_REQUESTS_PER_MINUTE": "5",
-    }
+    env = gateway_env(
+        SQLITE_PATH=str(tmp_path / "shared.db"),
+        JWT_SECRET="shared-secret-" + "s" * 40,
+        VLLM_BASE_URL=f"{simulator.url}/v1",
+        REDIS_URL=SHARED_REDIS,
+        RATE_LIMIT_KEY_PREFIX=redis_prefix,
+        RATE_LIMIT_REQUESTS_PER_MINUTE="5",
+    )
     procs, urls, logs = [], [], []
     try:
         for n in range(2):  # one after the other: the second finds the schema migrated

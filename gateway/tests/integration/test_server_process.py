@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,26 +16,10 @@ from tests.conftest import (
     TEST_JWT_SECRET,
     empty_tables,
     free_port,
+    gateway_env,
     make_settings,
     wait_live,
 )
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTGRES_", "DATABASE_", "REDIS_"))
-    }
-    env.update(
-        {
-            "BCRYPT_ROUNDS": "4",
-            "LOG_FORMAT": "json",
-            "VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
-        }
-    )
-    env.update(extra)
-    return env
 
 
 @contextmanager
@@ -65,7 +48,7 @@ def gateway_process(
 
 async def test_serves_login_and_health(database_url: str, tmp_path: Path) -> None:
     await empty_tables(database_url, make_settings(database_url, tmp_path))
-    env = _env(DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
+    env = gateway_env(DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
     log_path = tmp_path / "gateway.log"
     with gateway_process(env, log_path) as (proc, base):
         await wait_live(base, proc, log_path)
@@ -94,7 +77,7 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve"],
         cwd=GATEWAY_DIR,
-        env=_env(
+        env=gateway_env(
             ENVIRONMENT="production", DEVELOPMENT_MODE="true", SQLITE_PATH=str(tmp_path / "g.db")
         ),
         capture_output=True,
@@ -106,11 +89,13 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_production_without_admin_refuses_then_bootstraps_from_env(
+async def test_production_without_admin_refuses_then_bootstraps_fromgateway_env(
     database_url: str, tmp_path: Path
 ) -> None:
     await empty_tables(database_url, make_settings(database_url, tmp_path))
-    env = _env(DATABASE_URL=database_url, ENVIRONMENT="production", JWT_SECRET=TEST_JWT_SECRET)
+    env = gateway_env(
+        DATABASE_URL=database_url, ENVIRONMENT="production", JWT_SECRET=TEST_JWT_SECRET
+    )
     refused = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
         cwd=GATEWAY_DIR,
@@ -138,7 +123,7 @@ async def test_production_without_admin_refuses_then_bootstraps_from_env(
 
 
 def test_cli_migrate_and_create_admin(tmp_path: Path) -> None:
-    env = _env(SQLITE_PATH=str(tmp_path / "cli.db"))
+    env = gateway_env(SQLITE_PATH=str(tmp_path / "cli.db"))
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "app.cli", *args],
         cwd=GATEWAY_DIR,
