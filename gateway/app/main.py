@@ -21,8 +21,10 @@ from app.api.routes import (
     auth,
     chat,
     conversations,
+    frontend,
     health,
     metrics,
+    models,
     usage,
     user_settings,
 )
@@ -34,6 +36,7 @@ from app.core.middleware import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
+from app.model_manager.manager import ModelManager
 from app.services.chat import ChatService
 from app.services.chat_store import ChatStore
 from app.services.chat_writer import ChatWriter
@@ -115,20 +118,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.chat_writer = chat_writer
         # usage rows point at conversations: write those first
         usage_recorder.before_batch = chat_writer.flush
+        model_manager = ModelManager(settings, upstream)
+        app.state.model_manager = model_manager
         app.state.chat = ChatService(
             settings,
             upstream,
             ChatStore(engine, chat_writer, title_generation=settings.title_generation),
             usage_recorder,
             rate_limiter,
+            gate=model_manager.gate,
         )
-        app.state.health = HealthChecker(
+        health_checker = HealthChecker(
             engine,
             timeout_s=settings.health_probe_timeout_s,
             redis=redis,
             upstream_url=settings.vllm_base_url,
             http=http,
         )
+        app.state.health = health_checker
+        model_manager.on_retarget.append(health_checker.retarget)
+        await model_manager.start()
         log.info(
             "gateway started",
             version=__version__,
@@ -143,6 +152,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer = getattr(app.state, "chat_writer", None)
         if writer is not None:
             await writer.stop()  # every queued conversation and message
+        manager = getattr(app.state, "model_manager", None)
+        if manager is not None:
+            await manager.stop()  # a child-process model server ends with us; containers stay
         upstream_client = getattr(app.state, "upstream", None)
         if upstream_client is not None:
             await upstream_client.stop()
@@ -193,6 +205,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, metrics, auth, admin_users, chat, conversations, user_settings, usage):
+    for module in (
+        health,
+        metrics,
+        auth,
+        admin_users,
+        models,
+        chat,
+        conversations,
+        user_settings,
+        usage,
+    ):
         app.include_router(module.router)
+    app.include_router(frontend.build_router(settings.ui_dist_dir))  # last: a catch-all
     return app

@@ -106,7 +106,15 @@ def wants_jay_code(text: str) -> bool:
     return "jay" in lowered and ("python" in lowered or "파이썬" in lowered)
 
 
-def choose_answer(last_user_text: str, generic_tokens: int) -> Answer:
+def title_for(question: str) -> Answer:
+    """A gateway asking for a conversation title gets the question's first words back."""
+    words = re.sub(r"\[\[sim:[^\]]*\]\]", "", question).split()[:6]
+    return Answer.of(split_tokens(" ".join(words) or "New chat"))
+
+
+def choose_answer(last_user_text: str, generic_tokens: int, system_text: str = "") -> Answer:
+    if system_text.lower().startswith("write a short title"):
+        return title_for(last_user_text)
     if wants_jay_code(last_user_text):
         if re.search(r"[가-힣]", last_user_text):
             return JAY_ANSWER_KO

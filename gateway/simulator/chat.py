@@ -101,7 +101,7 @@ class ChatCompletions:
         fault = self._fault(request, checked.last_user)
         runtime = self.runtime
         tokens = fault.tokens if fault.tokens is not None else runtime.tokens
-        full = choose_answer(checked.last_user, tokens)
+        full = choose_answer(checked.last_user, tokens, checked.first_system)
         answer = full.truncated(checked.max_tokens)
         ttft = fault.ttft_ms if fault.ttft_ms is not None else runtime.ttft_ms
         itl = fault.itl_ms if fault.itl_ms is not None else runtime.itl_ms

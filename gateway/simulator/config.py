@@ -19,6 +19,7 @@ class Settings:
     port: int = 8000
     model: str = "simulator-model"
     max_model_len: int = 4096
+    startup_delay_s: float = 0.0  # like vLLM loading weights: nothing listens until it ends
 
 
 @dataclass(slots=True)
@@ -155,9 +156,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Runtime]:
     parser.add_argument("--fail-rate", type=_rate, default=0.0, help="share of requests → 500")
     parser.add_argument("--fault", type=_fault, default="", help="fault spec for every request")
     parser.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    parser.add_argument(
+        "--startup-delay-s", type=_non_negative, default=0.0, help="wait before listening"
+    )
     args = parser.parse_args(argv)
     settings = Settings(
-        host=args.host, port=args.port, model=args.model, max_model_len=args.max_model_len
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        max_model_len=args.max_model_len,
+        startup_delay_s=args.startup_delay_s,
     )
     runtime = Runtime(
         ttft_ms=args.ttft_ms,

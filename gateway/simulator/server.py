@@ -115,6 +115,9 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     """Listen until SIGTERM/SIGINT, then close every connection and return."""
     loop = asyncio.get_running_loop()
     app = App(settings, runtime)
+    if settings.startup_delay_s:
+        print(f"simulator loading for {settings.startup_delay_s:g}s", flush=True)
+        await asyncio.sleep(settings.startup_delay_s)
     server = await loop.create_server(
         app.protocol, settings.host, settings.port, reuse_address=True, backlog=4096
     )

@@ -25,6 +25,7 @@ class ChatRequest:
     max_tokens: int  # as asked, or what the context leaves
     prompt_tokens: int
     last_user: str  # text of the last user message
+    first_system: str = ""  # text of the first system message (a title request, say)
 
 
 def _int_field(body: dict[str, Any], name: str) -> int | None:
@@ -46,6 +47,7 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise BadRequest(400, "messages must be a non-empty list.", "messages")
     last_user = ""
+    first_system = ""
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(400, f"messages[{index}] must be an object.", "messages")
@@ -59,6 +61,8 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
             )
         if role == "user":
             last_user = message_text(content)
+        elif role == "system" and not first_system:
+            first_system = message_text(content)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest(400, "model must be a string.", "model")
@@ -116,4 +120,5 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
         max_tokens=max_tokens,
         prompt_tokens=prompt_tokens,
         last_user=last_user,
+        first_system=first_system,
     )

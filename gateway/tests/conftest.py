@@ -30,6 +30,8 @@ from app.db.base import Base
 from app.db.engine import create_engine
 from app.main import create_app
 
+pytest_plugins = ["tests.docker_engine"]
+
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_JWT_SECRET = "test-secret-" + "x" * 40

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     # --- upstream / model -------------------------------------------------------------------
     vllm_base_url: str = "http://127.0.0.1:8000/v1"
-    model_runtime: ModelRuntime = ModelRuntime.EXTERNAL
+    model_runtime: ModelRuntime = ModelRuntime.DOCKER
     model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
     hugging_face_hub_token: str | None = None
     vllm_port: int = 8000
@@ -95,6 +95,22 @@ class Settings(BaseSettings):
     vllm_maxlen: int = Field(default=8192, ge=1)
     vllm_util: float = Field(default=0.55, gt=0, le=1)
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+
+    # --- model manager (SPEC §6) ------------------------------------------------------------
+    model_profiles_path: Path = GATEWAY_DIR / "profiles" / "profiles.yaml"
+    model_default_profile: str | None = None
+    model_ready_timeout_s: float = Field(default=900.0, gt=0)
+    model_stop_timeout_s: float = Field(default=30.0, gt=0)
+    switch_wait_s: float = Field(default=30.0, ge=0)
+    model_restart_max: int = Field(default=5, ge=0)
+    model_log_dir: Path = GATEWAY_DIR / "data" / "model-logs"
+    hf_cache_dir: str = "~/.cache/huggingface"
+    docker_host: str | None = None
+    docker_gpus: bool = True
+    docker_network: str = "host"
+    vllm_image: str = "vllm/vllm-openai:latest"
+    vllm_container_name: str = "vllm-server"
+    gpu_probe: Literal["auto", "nvml", "nvidia-smi", "none"] = "auto"
 
     # --- chat proxy -------------------------------------------------------------------------
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -133,6 +149,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False
+
+    # --- web UI -------------------------------------------------------------------------------
+    ui_dist_dir: Path = REPO_DIR / "frontend" / "dist"
 
     @field_validator(
         "cors_origins",
@@ -175,11 +194,16 @@ class Settings(BaseSettings):
             )
         return origins
 
-    @field_validator("sqlite_path")
+    @field_validator("sqlite_path", "ui_dist_dir", "model_log_dir")
     @classmethod
     def _anchor_relative_path(cls, value: Path) -> Path:
         # relative paths are relative to the repository root, whatever the working directory
         return value if value.is_absolute() else REPO_DIR / value
+
+    @field_validator("model_profiles_path")
+    @classmethod
+    def _anchor_profiles_path(cls, value: Path) -> Path:
+        return value if value.is_absolute() else GATEWAY_DIR / value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -29,9 +29,11 @@ class AppError(Exception):
         code: str | None = None,
         status_code: int | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = dict(extra or {})  # more fields for the error body (e.g. `reasons`)
         if code is not None:
             self.code = code
         if status_code is not None:
@@ -142,7 +144,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str, list[di
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.extra)
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -55,6 +55,33 @@ USAGE_QUEUE_DEPTH = Gauge(
     "gateway_usage_queue_depth", "Usage rows waiting to be written", multiprocess_mode="livesum"
 )
 USAGE_ROWS_DROPPED = Counter("gateway_usage_rows_dropped_total", "Usage rows lost (must stay 0)")
+MODEL_SWITCHES = Counter("gateway_model_switches_total", "Model switches by outcome", ["outcome"])
+MODEL_SWITCH_DURATION = Histogram(
+    "gateway_model_switch_duration_seconds",
+    "From the switch request to the new model answering (or the rollback ending)",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200),
+)
+MODEL_SERVER_RESTARTS = Counter(
+    "gateway_model_server_restarts_total", "Unexpected model server exits restarted by the manager"
+)
+MODEL_UP = Gauge(
+    "gateway_model_up", "1 while the managed model server answers", multiprocess_mode="max"
+)
+GPU_UTILIZATION = Gauge(
+    "gpu_utilization_percent",
+    "GPU utilization at the last probe",
+    ["gpu"],
+    multiprocess_mode="max",
+)
+GPU_MEMORY_USED = Gauge(
+    "gpu_memory_used_bytes",
+    "GPU memory in use at the last probe",
+    ["gpu"],
+    multiprocess_mode="max",
+)
+GPU_MEMORY_TOTAL = Gauge(
+    "gpu_memory_total_bytes", "GPU memory size", ["gpu"], multiprocess_mode="max"
+)
 
 
 def multiprocess_mode() -> bool:

@@ -16,6 +16,7 @@ import structlog
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.metrics import CHAT_REQUESTS, CHAT_TTFT, TOKENS, UPSTREAM_ERRORS
+from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import message_text, openai_request, parse_json_object, ui_request
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
@@ -40,8 +41,11 @@ class ChatService:
         store: ChatStore,
         recorder: UsageRecorder,
         limiter: RateLimiter,
+        *,
+        gate: ServingGate | None = None,
     ) -> None:
         self.settings = settings
+        self.gate = gate or ServingGate()
         self.upstream = upstream
         self.store = store
         self.recorder = recorder
@@ -62,9 +66,13 @@ class ChatService:
         model: ServedModel | None = None
         conversation_id = None
         admission: Admission | None = None
+        entered = False
         try:
             admission = await self.limiter.admit(principal)
             body = parse_json_object(raw_body)
+            # during a model switch: wait for the new model (or 503 model_switching)
+            await self.gate.enter(self.settings.switch_wait_s)
+            entered = True
             if ui:
                 model, unavailable = await self._resolve_for_ui(body.get("model"))
                 req = ui_request(body, model, self.settings)
@@ -79,9 +87,13 @@ class ChatService:
                 req = openai_request(body, model, self.settings)
                 exchange = Exchange(None, None, False, None)
         except AppError as err:
+            if entered:
+                self.gate.leave()
             if admission is not None:
                 self.spawn(self.limiter.release(admission, None))
                 err.headers = {**admission.headers, **err.headers}
+            if conversation_id is not None:  # the question is stored: a retry continues it
+                err.headers["X-Conversation-ID"] = conversation_id
             self._record(
                 principal,
                 model,
@@ -92,6 +104,10 @@ class ChatService:
                 error=err.code,
             )
             raise
+        except BaseException:
+            if entered:  # a database outage in store.begin, a cancelled request, ...
+                self.gate.leave()
+            raise
         log_fields["model"] = model.id
         if self.settings.log_content:  # user data: off unless LOG_CONTENT=true
             log_fields["prompt"] = message_text(req.messages[-1].get("content"))
@@ -100,6 +116,7 @@ class ChatService:
             headers["X-Conversation-ID"] = exchange.conversation_id
 
         def on_finish(outcome: StreamOutcome) -> None:
+            self.gate.leave()
             self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
             tokens = (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
             self.spawn(self.limiter.release(admission, tokens))

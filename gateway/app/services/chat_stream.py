@@ -190,12 +190,20 @@ class ChatRelay(Response):
         headers = {"Content-Type": "application/json"}
         if self.request_id:
             headers["X-Request-ID"] = self.request_id
+        data = orjson.dumps(self.request.body)
         try:
-            self._upstream = await self.upstream.http.post(
-                self.upstream.chat_url,
-                data=orjson.dumps(self.request.body),
-                headers=headers,
-            )
+            try:
+                self._upstream = await self.upstream.http.post(
+                    self.upstream.chat_url, data=data, headers=headers
+                )
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # a pooled connection the server had just closed (llama.cpp's server closes after
+                # every stream): nothing was answered on it, so sending once more is safe
+                self._upstream = await self.upstream.http.post(
+                    self.upstream.chat_url, data=data, headers=headers
+                )
             return self._upstream
         except aiohttp.ClientConnectorError as exc:
             self.upstream.forget_models()

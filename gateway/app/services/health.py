@@ -53,6 +53,9 @@ class HealthChecker:
         self.upstream_url = upstream_url
         self.http = http
 
+    def retarget(self, upstream_url: str) -> None:
+        self.upstream_url = upstream_url
+
     async def database(self) -> dict[str, Any]:
         async def check() -> dict[str, Any]:
             async with self.engine.connect() as conn:

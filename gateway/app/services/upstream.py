@@ -48,6 +48,15 @@ def upstream_failed(detail: str) -> UpstreamError:
     )
 
 
+def _context_length(model: dict[str, Any]) -> int | None:
+    """vLLM says `max_model_len`; llama.cpp's server says `meta.n_ctx` (per request context)."""
+    value = model.get("max_model_len")
+    if not isinstance(value, int):
+        meta = model.get("meta")
+        value = meta.get("n_ctx") if isinstance(meta, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     id: str
@@ -66,6 +75,12 @@ class UpstreamClient:
         self._models_at = 0.0
         self._models_lock = asyncio.Lock()
         self._aliases = {a.strip().lower() for a in settings.model_aliases if a.strip()}
+
+    def retarget(self, base_url: str) -> None:
+        """Send requests to another model server (a switch to an external profile)."""
+        self.base_url = base_url.rstrip("/")
+        self.chat_url = URL(f"{self.base_url}/chat/completions")
+        self.forget_models()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -87,6 +102,15 @@ class UpstreamClient:
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    async def renew_pool(self) -> None:
+        """The model server was replaced: its pooled keep-alive connections are dead, so start
+        a fresh pool rather than find that out request by request."""
+        old = self.session
+        await self.start()
+        self.forget_models()
+        if old is not None:
+            await old.close()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -126,9 +150,7 @@ class UpstreamClient:
         models = [
             ServedModel(
                 id=str(m["id"]),
-                max_model_len=m.get("max_model_len")
-                if isinstance(m.get("max_model_len"), int)
-                else None,
+                max_model_len=_context_length(m),
                 created=int(m.get("created") or 0),
                 owned_by=str(m.get("owned_by") or "vllm"),
             )

@@ -17,6 +17,13 @@ from app.core.config import Settings
 from app.core.security_headers import API_CSP, DOCS_CSP
 from tests.conftest import assert_error, login, make_settings, read_sse
 
+
+def add_route_first(app: FastAPI, path: str, endpoint: Any) -> None:
+    """Test-only routes go before the web UI's catch-all route."""
+    app.add_api_route(path, endpoint)
+    app.router.routes.insert(0, app.router.routes.pop())
+
+
 UI = "https://chat.example.com"
 DEV_UI = "http://localhost:5173"
 EVIL = "https://evil.example"
@@ -189,7 +196,7 @@ class TestSimpleRequests:
         async def database_gone() -> None:
             raise ConnectionRefusedError("the database went away")
 
-        app.add_api_route("/test-only/database-gone", database_gone)
+        add_route_first(app, "/test-only/database-gone", database_gone)
         r = await client.get("/test-only/database-gone", headers={"Origin": UI})
         assert_error(r, 503, "database_unavailable")
         assert r.headers["retry-after"] == "5"
@@ -202,7 +209,7 @@ class TestSimpleRequests:
         async def broken() -> None:
             raise RuntimeError("a bug")
 
-        app.add_api_route("/test-only/broken", broken)
+        add_route_first(app, "/test-only/broken", broken)
         r = await client.get("/test-only/broken", headers={"Origin": UI})
         assert_error(r, 500, "internal_error")
         assert_cors_allowed(r, UI)
@@ -266,7 +273,7 @@ class TestSecurityHeaders:
         async def cacheable() -> JSONResponse:
             return JSONResponse({"ok": True}, headers={"Cache-Control": "max-age=60"})
 
-        app.add_api_route("/test-only/cacheable", cacheable)
+        add_route_first(app, "/test-only/cacheable", cacheable)
         r = await client.get("/test-only/cacheable")
         assert r.headers.get_list("cache-control") == ["max-age=60"]
         assert_security_headers(r)

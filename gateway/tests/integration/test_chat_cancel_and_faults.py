@@ -89,6 +89,9 @@ class TestUpstreamFaults:
             rows = await _rows(gw)
             assert [(x.status_code, x.error_code) for x in rows] == [(503, "model_unavailable")]
             assert [(m.role, m.content) for m in await _messages(gw)] == [("user", "hello")]
+            # the UI retries into the same conversation instead of starting a second one
+            (message,) = await _messages(gw)
+            assert r.headers["x-conversation-id"] == message.conversation_id
 
     async def test_500_before_the_stream_is_502_and_keeps_the_message(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
         async with start_gateway() as gw:
@@ -98,6 +101,7 @@ class TestUpstreamFaults:
             assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
             assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
             assert [m.role for m in await _messages(gw)] == ["user"]
+            assert r.headers["x-conversation-id"] == (await _messages(gw))[0].conversation_id
             assert [(x.status_code, x.client) for x in await _rows(gw)] == [(502, "ui")]
 
     @pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])

@@ -46,6 +46,7 @@ async def test_first_exchange_creates_a_titled_conversation(start_gateway, simul
 
         conv = await wait_until(titled, timeout=10)
         user, assistant = conv["messages"]
+        assert conv["title"] == "How do tides work?"  # the simulator's answer to the title prompt
         assert (user["role"], user["content"]) == ("user", "How do tides work?")
         assert (assistant["role"], assistant["content"], assistant["status"]) == (
             "assistant",

@@ -1,0 +1,73 @@
+"""Model management (SPEC §3 Models, seed 000): status, profiles, recommendations, switch, reload.
+
+Reading is open to every signed-in user (the UI's model selector); switching and reloading are
+for admins. Progress of a switch is read from the status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import AdminPrincipal, CurrentPrincipal
+from app.model_manager.manager import ModelManager
+from app.model_manager.profiles import profile_view
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+async def get_model_manager(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.model_manager
+    return manager
+
+
+ManagerDep = Annotated[ModelManager, Depends(get_model_manager)]
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile_id: str = Field(min_length=1, max_length=100)
+
+
+@router.get("/status")
+async def model_status(_: CurrentPrincipal, manager: ManagerDep) -> dict[str, Any]:
+    return await manager.status_view()
+
+
+@router.get("/profiles")
+async def model_profiles(_: CurrentPrincipal, manager: ManagerDep) -> dict[str, Any]:
+    return {
+        "profiles": await manager.profile_views(),
+        "current_profile": manager.current_profile,
+    }
+
+
+@router.get("/hardware-recommendations")
+async def hardware_recommendations(_: CurrentPrincipal, manager: ManagerDep) -> dict[str, Any]:
+    return await manager.recommendations()
+
+
+@router.post("/switch", status_code=status.HTTP_202_ACCEPTED)
+async def switch_model(
+    body: SwitchRequest, _: AdminPrincipal, manager: ManagerDep
+) -> dict[str, Any]:
+    record = await manager.request_switch(body.profile_id)
+    return {
+        "success": True,
+        "message": f"switching to {record.target!r}; follow the progress in /api/models/status",
+        "status": "switching",
+        "target": record.target,
+        "previous": record.previous,
+    }
+
+
+@router.post("/reload")
+async def reload_profiles(_: AdminPrincipal, manager: ManagerDep) -> dict[str, Any]:
+    profiles = manager.reload_profiles()
+    return {
+        "success": True,
+        "profiles": {pid: profile_view(pid, p) for pid, p in profiles.items()},
+    }

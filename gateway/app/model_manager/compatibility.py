@@ -1,0 +1,85 @@
+"""Can this host serve a profile? Each failing check is named, with the numbers (SPEC §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.model_manager.hardware import Compatibility, GpuInfo, HardwareInfo
+from app.model_manager.profiles import ModelProfile
+
+
+def _gpus_used(profile: ModelProfile, hw: HardwareInfo) -> list[GpuInfo]:
+    if profile.gpu_ids:
+        by_index = {g.index: g for g in hw.gpus}
+        return [by_index[i] for i in profile.gpu_ids if i in by_index]
+    return list(hw.gpus[: profile.gpus_needed])
+
+
+def check_compatibility(profile: ModelProfile, hw: HardwareInfo) -> Compatibility:
+    if profile.cpu_only:
+        return Compatibility(True, True, True, True)
+    reasons: list[str] = []
+    needed = profile.gpus_needed
+    if hw.error and not hw.gpus:
+        reasons.append(f"the GPU probe failed: {hw.error}")
+    sufficient_gpus = hw.gpu_count >= needed
+    if not sufficient_gpus:
+        reasons.append(
+            f"needs {needed} GPU{'s' if needed != 1 else ''} "
+            f"(tensor parallel {profile.tensor_parallel_size}), found {hw.gpu_count}"
+        )
+    if profile.gpu_ids:
+        missing = sorted(set(profile.gpu_ids) - {g.index for g in hw.gpus})
+        if missing:
+            sufficient_gpus = False
+            reasons.append(f"pinned to GPU {', '.join(map(str, missing))}, which is not present")
+    used = _gpus_used(profile, hw)
+    need_gb = profile.hardware_requirements.min_vram_gb
+    total_gb = sum(g.memory_total_gb for g in used)
+    sufficient_vram = total_gb >= need_gb and (bool(used) or need_gb == 0)
+    if not sufficient_vram:
+        reasons.append(
+            f"needs {need_gb:g} GB of GPU memory, the GPUs it would use have {total_gb:.1f} GB"
+        )
+    # vLLM takes `gpu_memory_utilization` of every GPU it uses: the model's share of each must fit
+    per_gpu_fit = True
+    if used and need_gb:
+        share = need_gb / max(1, len(used))
+        for gpu in used:
+            usable = gpu.memory_total_gb * profile.gpu_memory_utilization
+            if usable < share:
+                per_gpu_fit = False
+                reasons.append(
+                    f"GPU {gpu.index} ({gpu.name}): {profile.gpu_memory_utilization:g} x "
+                    f"{gpu.memory_total_gb:.1f} GB = {usable:.1f} GB usable, needs {share:.1f} GB"
+                )
+    return Compatibility(
+        compatible=not reasons,
+        sufficient_gpus=sufficient_gpus,
+        sufficient_vram=sufficient_vram,
+        per_gpu_fit=per_gpu_fit,
+        reasons=reasons,
+    )
+
+
+def recommend(profiles: Mapping[str, ModelProfile], hw: HardwareInfo) -> dict[str, Any]:
+    """Compatible profiles ranked: GPU profiles whose recommended memory fits first, the larger
+    model first; then those fitting only their minimum; CPU-only profiles last."""
+    results = {pid: check_compatibility(p, hw) for pid, p in profiles.items()}
+    compatible = [pid for pid, c in results.items() if c.compatible]
+
+    def rank(pid: str) -> tuple[int, float]:
+        req = profiles[pid].hardware_requirements
+        if profiles[pid].cpu_only:
+            return (2, 0.0)
+        fits_recommended = req.recommended_vram_gb <= hw.total_vram_gb
+        return (0 if fits_recommended else 1, -req.min_vram_gb)
+
+    return {
+        "current_hardware": hw.to_dict(),
+        "recommended_profiles": sorted(compatible, key=rank),
+        "compatible_profiles": compatible,
+        "incompatible_profiles": [pid for pid, c in results.items() if not c.compatible],
+        "incompatible_reasons": {pid: c.reasons for pid, c in results.items() if not c.compatible},
+    }

@@ -1,0 +1,206 @@
+"""The model server as a Docker container, through the Docker Engine API (aiodocker).
+
+One managed container, found by name and labels: a switch stops and removes it and creates a new
+one with the profile's arguments, GPU device requests, the Hugging Face cache volume and labels.
+In compose the gateway reaches the API through a restricted socket proxy (DOCKER_HOST=tcp://...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import aiodocker
+import structlog
+
+from app.core.config import Settings
+from app.model_manager.profiles import RuntimeKind
+from app.model_manager.runtimes.base import LaunchFailed, LaunchSpec, vllm_args
+
+log = structlog.get_logger()
+
+LABEL_MANAGED = "vllm-chat.managed"
+LABEL_PROFILE = "vllm-chat.profile"
+
+
+def _short(exc: aiodocker.DockerError) -> str:
+    message = exc.message if isinstance(exc.message, str) else str(exc.message)
+    return f"{exc.status}: {message}"
+
+
+class DockerRuntime:
+    kind = RuntimeKind.DOCKER
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.vllm_container_name
+        self._docker: aiodocker.Docker | None = None
+        self._exit: str | None = None
+        self.container_id: str | None = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self.settings.docker_host or None)
+        return self._docker
+
+    def container_config(self, spec: LaunchSpec) -> dict[str, Any]:
+        network = self.settings.docker_network
+        bind_host = spec.host if network == "host" else "0.0.0.0"  # noqa: S104 - inside its network
+        profile = spec.profile
+        command = (
+            spec.fill(profile.command, bind_host=bind_host)
+            if profile.command
+            else vllm_args(spec, bind_host=bind_host)
+        )
+        env = [f"{k}={v}" for k, v in profile.env.items()]
+        if spec.hf_token:
+            env += [f"HUGGING_FACE_HUB_TOKEN={spec.hf_token}", f"HF_TOKEN={spec.hf_token}"]
+        host_config: dict[str, Any] = {
+            "NetworkMode": network,
+            "IpcMode": "host" if network == "host" else "shareable",  # NCCL needs shared memory
+            "ShmSize": 8 * 1024**3 if network != "host" else 0,
+            "RestartPolicy": {"Name": "no"},  # the manager supervises and restarts with backoff
+        }
+        binds = list(profile.volumes)
+        if self.settings.hf_cache_dir:
+            cache = os.path.expanduser(self.settings.hf_cache_dir)
+            binds.append(f"{cache}:/root/.cache/huggingface")
+        if binds:
+            host_config["Binds"] = binds
+        if self.settings.docker_gpus and not profile.cpu_only:
+            request: dict[str, Any] = {"Driver": "nvidia", "Capabilities": [["gpu"]]}
+            if profile.gpu_ids is not None:
+                request["DeviceIDs"] = [str(i) for i in profile.gpu_ids]
+            else:
+                request["Count"] = profile.tensor_parallel_size
+            host_config["DeviceRequests"] = [request]
+        if not host_config["ShmSize"]:
+            del host_config["ShmSize"]
+        return {
+            "Image": profile.image or self.settings.vllm_image,
+            "Cmd": command,
+            "Env": env,
+            "Labels": {LABEL_MANAGED: "true", LABEL_PROFILE: spec.profile_id},
+            "HostConfig": host_config,
+        }
+
+    async def _remove_existing(self, timeout_s: float) -> None:
+        try:
+            container = await self.docker.containers.get(self.name)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return
+            raise LaunchFailed(f"Docker API: {_short(exc)}") from exc
+        with contextlib.suppress(aiodocker.DockerError):
+            await container.stop(t=int(timeout_s), timeout=timeout_s + 10)
+        try:
+            await container.delete(force=True)
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise LaunchFailed(f"cannot remove the old container: {_short(exc)}") from exc
+
+    async def start(self, spec: LaunchSpec) -> None:
+        self._exit = None
+        try:
+            await self._remove_existing(self.settings.model_stop_timeout_s)
+            container = await self.docker.containers.create(
+                config=self.container_config(spec), name=self.name
+            )
+            await container.start()
+        except aiodocker.DockerError as exc:
+            raise LaunchFailed(f"Docker API: {_short(exc)}") from exc
+        except OSError as exc:  # the engine (or its socket proxy) is not reachable
+            raise LaunchFailed(f"Docker engine not reachable: {exc}") from exc
+        self.container_id = container.id
+        log.info("model container started", container=self.name, profile=spec.profile_id)
+
+    async def _state(self) -> dict[str, Any] | None:
+        try:
+            container = await self.docker.containers.get(self.name)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        info: dict[str, Any] = container._container
+        if self.container_id and info.get("Id") != self.container_id:
+            return None  # someone replaced our container
+        return info
+
+    async def alive(self) -> bool:
+        if self.container_id is None:
+            return False
+        try:
+            info = await self._state()
+        except (aiodocker.DockerError, OSError):
+            return True  # the engine hiccuped; the container is not known to be gone
+        if info is None:
+            self._exit = self._exit or "the container was removed"
+            return False
+        state = info.get("State", {})
+        if state.get("Running"):
+            return True
+        detail = f"container exited with code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            detail += " (killed: out of memory)"
+        if state.get("Error"):
+            detail += f": {state['Error']}"
+        self._exit = self._exit or detail
+        return False
+
+    def exit_detail(self) -> str | None:
+        return self._exit
+
+    async def stop(self, timeout_s: float) -> None:
+        if self.container_id is None:
+            return
+        self.container_id = None
+        try:
+            await self._remove_existing(timeout_s)
+        except LaunchFailed as exc:
+            log.warning("could not remove the model container", error=str(exc))
+
+    async def discover(self) -> str | None:
+        try:
+            container = await self.docker.containers.get(self.name)
+        except (aiodocker.DockerError, OSError):
+            return None
+        info: dict[str, Any] = container._container
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) != "true" or not info.get("State", {}).get("Running"):
+            return None
+        profile = labels.get(LABEL_PROFILE)
+        return str(profile) if profile else None
+
+    async def adopt(self, spec: LaunchSpec) -> bool:
+        try:
+            container = await self.docker.containers.get(self.name)
+        except (aiodocker.DockerError, OSError):
+            return False
+        info: dict[str, Any] = container._container
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_PROFILE) != spec.profile_id or not info.get("State", {}).get("Running"):
+            return False
+        self.container_id = str(info.get("Id"))
+        self._exit = None
+        log.info(
+            "adopted the running model container", container=self.name, profile=spec.profile_id
+        )
+        return True
+
+    async def log_tail(self, lines: int = 40) -> list[str]:
+        try:
+            container = await self.docker.containers.get(self.name)
+            chunks = await container.log(stdout=True, stderr=True, tail=lines)
+        except (aiodocker.DockerError, OSError):
+            return []
+        return "".join(chunks).splitlines()[-lines:]
+
+    async def close(self, *, stop_server: bool) -> None:
+        # a container outlives the gateway: the next gateway adopts it instead of restarting vLLM
+        if stop_server:
+            await self.stop(self.settings.model_stop_timeout_s)
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
