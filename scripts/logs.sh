@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Follow a service's log (default: gateway). Usage: ./logs [service]
+# Follow a service's log. Local mode: gateway (default) or model. Compose: any service name.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 service="${1:-gateway}"
-file="$LOG_DIR/$service.log"
-[[ -f "$file" ]] || die "no log for '$service' yet (known: $(ls "$LOG_DIR" 2>/dev/null | sed 's/\.log$//' | tr '\n' ' '))"
+if [[ "$(deploy_mode)" == compose ]]; then
+  exec compose logs -f --tail 100 "$service"
+fi
+if [[ "$service" == model ]]; then
+  dir="$GATEWAY_DIR/data/model-logs"
+  file="$(ls -t "$dir"/*.log 2>/dev/null | head -n1 || true)"
+  [[ -n "$file" ]] || die "no model server log yet (in $dir)"
+else
+  file="$LOG_DIR/$service.log"
+fi
+[[ -f "$file" ]] || die "no log for '$service' (known: gateway, model)"
 exec tail -n 100 -F "$file"

@@ -1,36 +1,43 @@
 #!/usr/bin/env bash
-# Start the local mode: the gateway on SQLite with in-memory limits, in the background.
+# Start the service. Compose when a Docker engine answers (DEPLOY_MODE=compose), else the local
+# mode: the gateway on SQLite with in-memory limits, serving the built UI, and a real small model
+# on the CPU (SmolLM2-135M on llama.cpp) that the gateway's model manager starts as a child process.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MODE="$(deploy_mode)"
+if [[ "$MODE" == compose ]]; then
+  [[ -f "$ROOT_DIR/.env" ]] || "$ROOT_DIR/scripts/setup.sh"
+  say "starting the compose stack"
+  compose up -d --build
+  say "started: https://localhost (nginx).  ./status   ./logs gateway   ./stop"
+  exit 0
+fi
 
 PORT="$(env_or_dotenv GATEWAY_PORT 8080)"
 HOST="$(env_or_dotenv GATEWAY_HOST 127.0.0.1)"
 PID_FILE="$RUN_DIR/gateway.pid"
+export MODEL_DEFAULT_PROFILE="${MODEL_DEFAULT_PROFILE:-$(env_or_dotenv MODEL_DEFAULT_PROFILE local-cpu)}"
+VLLM_URL="$(env_or_dotenv VLLM_BASE_URL http://127.0.0.1:8000/v1)"
+MODEL_PORT="$(sed -E 's#^https?://[^/:]+:([0-9]+).*#\1#;t;d' <<<"$VLLM_URL")"
 
 if pid_alive "$PID_FILE"; then
   say "the gateway is already running (pid $(cat "$PID_FILE")) on http://$HOST:$PORT"
   exit 0
 fi
 command -v curl >/dev/null || apt_install curl ca-certificates
-port_in_use "$PORT" && die "port $PORT is taken by another program: stop it, or set GATEWAY_PORT=<free port>"
+port_in_use "$PORT" && die "port $PORT is taken by another program: stop it, or set GATEWAY_PORT=<free port> in .env"
+if [[ -n "$MODEL_PORT" ]] && port_in_use "$MODEL_PORT" && [[ ! -f "$ROOT_DIR/gateway/data/model-logs/model-server.pid" ]]; then
+  die "port $MODEL_PORT (VLLM_BASE_URL) is taken by another program: stop it, or set VLLM_BASE_URL=http://127.0.0.1:<free port>/v1 in .env"
+fi
 
 ensure_venv
 mkdir -p "$LOG_DIR"
-
-# The model server. Until the local CPU model joins this command, local mode starts the vLLM
-# simulator (realistic pacing, scripted answers) on VLLM_BASE_URL when nothing serves there.
-VLLM_URL="$(env_or_dotenv VLLM_BASE_URL http://127.0.0.1:8000/v1)"
-MODEL_PORT="$(sed -E 's#^https?://(127\.0\.0\.1|localhost):([0-9]+).*#\2#;t;d' <<<"$VLLM_URL")"
-if [[ -n "$MODEL_PORT" ]] && ! port_in_use "$MODEL_PORT" && ! pid_alive "$RUN_DIR/model.pid"; then
-  say "starting the model server stand-in (vLLM simulator) on 127.0.0.1:$MODEL_PORT"
-  (
-    cd "$GATEWAY_DIR"
-    exec setsid "$VENV_DIR/bin/python" -m simulator --host 127.0.0.1 --port "$MODEL_PORT" \
-      --ttft-ms 150 --itl-ms 30 --tokens 60 >>"$LOG_DIR/model.log" 2>&1 < /dev/null
-  ) &
-  echo $! > "$RUN_DIR/model.pid"
-  wait_http "http://127.0.0.1:$MODEL_PORT/health" 30 || die "the simulator did not start (see $LOG_DIR/model.log)"
+if [[ ! -f "$ROOT_DIR/frontend/dist/index.html" || "${REBUILD_UI:-0}" == 1 ]]; then
+  "$ROOT_DIR/scripts/build-frontend.sh" || die "the web UI did not build (see above)"
 fi
+
 say "starting the gateway on http://$HOST:$PORT (log: $LOG_DIR/gateway.log)"
+say "model profile: $MODEL_DEFAULT_PROFILE on $VLLM_URL (log: gateway/data/model-logs/)"
 (
   cd "$GATEWAY_DIR"
   exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" \
@@ -45,16 +52,26 @@ if ! wait_http "http://127.0.0.1:$PORT/health/live" 60; then
   die "the gateway did not come up; its log is above"
 fi
 
+# the model loads in the background; wait for it so the first chat answers at once
+say "waiting for the model server"
+start=$SECONDS
+until curl -fsS --max-time 2 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"vllm":{"status":"up"'; do
+  if (( SECONDS - start > 180 )); then
+    warn "the model is not up after 180 s: see ./logs model and the status at /api/models/status"
+    break
+  fi
+  pid_alive "$PID_FILE" || die "the gateway stopped (see $LOG_DIR/gateway.log)"
+  sleep 0.3
+done
+
 cat <<MSG
 
-  vLLM chat gateway is up:  http://$HOST:$PORT
-  health:                   http://$HOST:$PORT/health
-  API docs:                 http://$HOST:$PORT/docs
-  log in (local mode):      admin / admin123   (user: test / test)
-  model server:             $VLLM_URL
+  vLLM chat service (local mode) is up:
+    chat UI:        http://$HOST:$PORT/
+    log in:         admin / admin123   (user: test / test)
+    API docs:       http://$HOST:$PORT/docs
+    health:         http://$HOST:$PORT/health
+    model:          $MODEL_DEFAULT_PROFILE  (switch in the UI's model menu, or POST /api/models/switch)
 
-  curl -X POST http://$HOST:$PORT/api/auth/login -H 'Content-Type: application/json' \\
-       -d '{"username":"admin","password":"admin123"}'
-
-  ./status   ./logs   ./stop
+  ./status   ./logs [gateway|model]   ./stop
 MSG

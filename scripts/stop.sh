@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Stop what ./start started (graceful first, then forced after 20 s): the gateway, then the model.
+# Stop what ./start started: the compose stack, or the local gateway (which stops its model).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-stop_service() {
-  local name="$1" pid_file="$RUN_DIR/$1.pid" pid
-  if ! pid_alive "$pid_file"; then
-    rm -f "$pid_file"
-    return
-  fi
-  pid="$(cat "$pid_file")"
+if [[ "$(deploy_mode)" == compose ]]; then
+  say "stopping the compose stack (data volumes are kept; ./scripts/cleanup.sh removes them)"
+  compose down
+  exit 0
+fi
+
+stop_pid() {
+  local name="$1" pid="$2"
   say "stopping the $name (pid $pid)"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    warn "the $name did not exit within 20 s, killing it"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
-  fi
-  rm -f "$pid_file"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  warn "the $name did not exit within 20 s, killing it"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
 
-stop_service gateway
-stop_service model
+if pid_alive "$RUN_DIR/gateway.pid"; then
+  stop_pid gateway "$(cat "$RUN_DIR/gateway.pid")"  # a graceful stop ends its model server too
+fi
+rm -f "$RUN_DIR/gateway.pid"
+# a model server left behind by a gateway that was killed: its pid file names it
+MODEL_PID_FILE="$GATEWAY_DIR/data/model-logs/model-server.pid"
+if [[ -f "$MODEL_PID_FILE" ]]; then
+  pid="$(cut -d' ' -f1 "$MODEL_PID_FILE")"
+  if kill -0 "$pid" 2>/dev/null; then stop_pid "model server" "$pid"; fi
+  rm -f "$MODEL_PID_FILE"
+fi
 say "stopped"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run every check: lint, types, and the test suite.
+# Install everything the tests need, then run every check: lint, types, the web UI's tests and
+# build, and the Python test suite. Arguments go to pytest (and skip the web UI's part).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The tests use the real Postgres and Redis on 127.0.0.1; start them if this machine has them stopped.
@@ -20,5 +21,10 @@ say "ruff"
 "$VENV_DIR/bin/ruff" format --check .
 say "mypy"
 "$VENV_DIR/bin/mypy"
+# the web UI first: its build (frontend/dist) is what the local-mode and nginx tests serve
+if [[ $# -eq 0 ]]; then
+  say "frontend: types, lint, unit tests, build, end-to-end in Chromium"
+  "$ROOT_DIR/scripts/test-frontend.sh"
+fi
 say "pytest"
 "$VENV_DIR/bin/pytest" -q -p no:cacheprovider "$@"

@@ -1,0 +1,168 @@
+"""The README's first command, end to end, in a copy of the checkout: `./start` brings up the
+gateway with the web UI and the real CPU model (SmolLM2 on llama.cpp, through the model manager's
+process runtime); chat, usage with real token counts, a switch to the simulator and back,
+`./status`, and `./stop` leaving no process behind.
+
+The copy reuses this checkout's `gateway/.venv` (the same locks, so `./start` installs nothing)
+and, when built, `frontend/dist`: the fresh-machine install itself is what `.ci/run` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.core.config import REPO_DIR
+from tests.conftest import free_port, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not (REPO_DIR / "frontend" / "package.json").exists(), reason="no frontend in this checkout"
+)
+
+
+def _copy_checkout(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_DIR,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = REPO_DIR / name.decode()
+        if not src.is_file():
+            continue  # deleted in the working tree
+        target = dest / name.decode()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def _pids_under(path: Path) -> list[int]:
+    """Processes whose command line or working directory is inside `path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    root = tmp_path_factory.mktemp("local-mode") / "repo"
+    root.mkdir()
+    _copy_checkout(root)
+    (root / "gateway" / ".venv").symlink_to(REPO_DIR / "gateway" / ".venv")
+    dist = REPO_DIR / "frontend" / "dist"
+    if (dist / "index.html").exists():
+        shutil.copytree(dist, root / "frontend" / "dist")
+    elif (REPO_DIR / "frontend" / "node_modules").exists():
+        (root / "frontend" / "node_modules").symlink_to(REPO_DIR / "frontend" / "node_modules")
+    port = free_port()
+    (root / ".env").write_text(
+        f"DEPLOY_MODE=local\nGATEWAY_PORT={port}\n"
+        f"VLLM_BASE_URL=http://127.0.0.1:{free_port()}/v1\nBCRYPT_ROUNDS=4\n"
+    )
+    yield root, port
+    subprocess.run(["./stop"], cwd=root, capture_output=True, timeout=120)
+    for pid in _pids_under(root):
+        os.kill(pid, 9)
+
+
+def _run(root: Path, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "POSTGRES_"))}
+    env.pop("REDIS_URL", None)
+    return subprocess.run(
+        list(argv), cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+async def test_start_chat_switch_status_stop(checkout: tuple[Path, int]) -> None:
+    root, port = checkout
+    started = _run(root, "./start")
+    assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    assert f"http://127.0.0.1:{port}/" in started.stdout
+    assert "admin / admin123" in started.stdout
+    base = f"http://127.0.0.1:{port}"
+
+    async with httpx.AsyncClient(base_url=base, timeout=120) as c:
+        page = await c.get("/")
+        assert page.status_code == 200 and '<div id="root"' in page.text
+        token = (
+            await c.post("/api/auth/login", json={"username": "admin", "password": "admin123"})
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+
+        status = (await c.get("/api/models/status", headers=auth)).json()
+        assert status["current_profile"] == "local-cpu" and status["status"] == "running"
+        assert status["served_model"] == "smollm2-135m-instruct"
+
+        async def ask(question: str) -> tuple[str, dict[str, Any]]:
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 24}
+            text, first = "", None
+            async with c.stream("POST", "/api/chat", json=body, headers=auth) as r:
+                assert r.status_code == 200, await r.aread()
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        event = json.loads(line[6:])
+                        assert "error" not in event, event
+                        first = first or event
+                        for choice in event.get("choices", []):
+                            text += choice.get("delta", {}).get("content") or ""
+            assert first is not None
+            return text, first
+
+        answer, first = await ask("What is the capital of France? Answer in one word.")
+        assert answer.strip(), "the CPU model gave an empty answer"
+        conversation = first["conversation_id"]
+
+        async def usage_row() -> dict[str, Any] | None:
+            rows = (await c.get("/api/usage", params={"group_by": "model"}, headers=auth)).json()
+            for g in rows["groups"]:
+                if g["key"] == "smollm2-135m-instruct" and g["completion_tokens"]:
+                    return dict(g)
+            return None
+
+        row = await wait_until(usage_row, timeout=20, interval=0.2)
+        assert row["prompt_tokens"] > 5 and 0 < row["completion_tokens"] <= 24
+        saved = (await c.get(f"/api/conversations/{conversation}", headers=auth)).json()
+        assert saved["messages"][-1]["content"] == answer
+
+        for target, served in (("simulator", "simulator-model"), ("local-cpu", None)):
+            r = await c.post("/api/models/switch", json={"profile_id": target}, headers=auth)
+            assert r.status_code == 202, r.text
+
+            async def switched(target: str = target) -> dict[str, Any] | None:
+                s = (await c.get("/api/models/status", headers=auth)).json()
+                done = s["switch"]["finished_at"] and s["status"] != "switching"
+                return s if done else None
+
+            s = await wait_until(switched, timeout=120, interval=0.2)
+            assert s["current_profile"] == target, s["error"]
+            answer, first = await ask("Say hello.")
+            assert answer.strip()
+            if served:
+                assert first["model"] == served
+
+    status = _run(root, "./status", timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "model: local-cpu [process] status running" in status.stdout
+    assert "health: healthy" in status.stdout
+
+    stopped = _run(root, "./stop", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert await wait_until(lambda: not _pids_under(root), timeout=30)
+    assert _run(root, "./status", timeout=60).returncode == 3

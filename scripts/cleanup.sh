@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Delete data after asking: the local database, logs and model logs, or the compose volumes.
+# `--yes` skips the question (scripts, CI).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+confirm() {
+  [[ "${1:-}" == --yes ]] && return 0
+  read -r -p "$2 [y/N] " answer
+  [[ "$answer" =~ ^[Yy]$ ]]
+}
+
+if [[ "$(deploy_mode)" == compose ]]; then
+  confirm "${1:-}" "Stop the stack and DELETE its volumes (database, Redis, UI build; the HF model cache is kept)?" ||
+    { say "nothing deleted"; exit 0; }
+  compose down --remove-orphans
+  compose down -v --remove-orphans
+  say "compose volumes deleted"
+  exit 0
+fi
+
+pid_alive "$RUN_DIR/gateway.pid" && die "the service is running: ./stop first"
+targets=("$GATEWAY_DIR/data" "$RUN_DIR")
+confirm "${1:-}" "DELETE the local database, the JWT secret and every log (${targets[*]})?" ||
+  { say "nothing deleted"; exit 0; }
+rm -rf "${targets[@]}"
+say "deleted: ${targets[*]}"
