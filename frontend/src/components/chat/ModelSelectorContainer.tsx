@@ -1,0 +1,43 @@
+import { useEffect, useMemo, useState } from 'react';
+import { useModelManagement } from '../../hooks/useModelManagement';
+import { isAdmin, useAuth } from '../../stores/auth';
+import { ModelSelector, type ModelOptionInfo } from './ModelSelector';
+
+const RESULT_VISIBLE_MS = 10_000;
+
+/** The header's model selector wired to the model manager. */
+export function ModelSelectorContainer() {
+  const admin = isAdmin(useAuth((s) => s.session));
+  const mm = useModelManagement({ autoLoad: true, pollMs: 15_000 });
+  const [now, setNow] = useState(() => Date.now());
+
+  useEffect(() => {
+    if (!mm.lastResult) return;
+    const left = mm.lastResult.at + RESULT_VISIBLE_MS - Date.now();
+    const timer = setTimeout(() => setNow(Date.now()), Math.max(0, left));
+    return () => clearTimeout(timer);
+  }, [mm.lastResult]);
+
+  const models = useMemo(() => {
+    const out: Record<string, ModelOptionInfo> = {};
+    for (const p of mm.profiles) {
+      out[p.id] = { name: p.name, description: p.description, compatible: p.compatible, reasons: p.reasons };
+    }
+    return out;
+  }, [mm.profiles]);
+
+  if (!mm.available && !mm.details) return null;
+  const result = mm.lastResult && now - mm.lastResult.at < RESULT_VISIBLE_MS ? mm.lastResult : null;
+  return (
+    <ModelSelector
+      models={models}
+      currentModel={mm.currentModel}
+      onModelChange={(id) => void mm.switchModel(id)}
+      isLoading={mm.isSwitching}
+      phase={mm.phase}
+      result={result?.outcome ?? null}
+      resultError={result ? [result.error, ...(result.reasons ?? [])].filter(Boolean).join('\n') || null : null}
+      canSwitch={admin}
+    />
+  );
+}

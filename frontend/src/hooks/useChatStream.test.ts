@@ -1,0 +1,117 @@
+import { act, renderHook, waitFor } from '@testing-library/react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { useChat } from '../stores/chat';
+import { useConversations } from '../stores/conversations';
+import { controllableSse, delta } from '../test/sse-response';
+import { useChatStream } from './useChatStream';
+
+const fetchMock = vi.fn();
+
+beforeEach(() => {
+  vi.stubGlobal('fetch', fetchMock);
+  fetchMock.mockReset();
+  useChat.getState().reset(null);
+  useConversations.setState({ items: [], refreshSoon: () => {} });
+});
+
+afterEach(() => vi.unstubAllGlobals());
+
+describe('useChatStream', () => {
+  it('streams deltas into the pending answer and commits it when done', async () => {
+    const sse = controllableSse({ 'X-Conversation-ID': 'c1' });
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.send('hello');
+    });
+    await waitFor(() => expect(useChat.getState().streaming).toBe(true));
+    sse.push(delta('Hi', { conversation_id: 'c1' }));
+    sse.push(delta(' there'));
+    await waitFor(() => expect(useChat.getState().pending).toBe('Hi there'));
+    expect(useChat.getState().conversationId).toBe('c1');
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    const { messages, streaming } = useChat.getState();
+    expect(streaming).toBe(false);
+    expect(messages.map((m) => [m.role, m.content, m.status])).toEqual([
+      ['user', 'hello', 'complete'],
+      ['assistant', 'Hi there', 'complete'],
+    ]);
+    const body = JSON.parse(fetchMock.mock.calls[0]![1].body as string);
+    expect(body).toMatchObject({ messages: [{ role: 'user', content: 'hello' }], stream: true });
+  });
+
+  it('stop aborts the request; the text so far is kept as a stopped answer, with no error', async () => {
+    const sse = controllableSse();
+    let signal: AbortSignal | undefined;
+    fetchMock.mockImplementationOnce((_url: string, init: RequestInit) => {
+      signal = init.signal ?? undefined;
+      signal?.addEventListener('abort', () => sse.error(new DOMException('aborted', 'AbortError')));
+      return Promise.resolve(sse.response);
+    });
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.send('tell me a story');
+    });
+    sse.push(delta('Once upon'));
+    await waitFor(() => expect(useChat.getState().pending).toBe('Once upon'));
+    act(() => result.current.stop());
+    await act(() => done);
+    expect(signal?.aborted).toBe(true);
+    const { messages, failure, streaming } = useChat.getState();
+    expect(streaming).toBe(false);
+    expect(failure).toBeNull();
+    expect(messages.at(-1)).toMatchObject({ role: 'assistant', content: 'Once upon', status: 'partial' });
+  });
+
+  it('an error event after the first token becomes an inline failure that can be retried', async () => {
+    const sse = controllableSse({ 'X-Conversation-ID': 'c2' });
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.send('q');
+    });
+    sse.push(delta('part'));
+    sse.push({ error: { code: 'upstream_error', message: 'connection lost', request_id: 'r' } });
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    const { failure, messages } = useChat.getState();
+    expect(failure?.error.code).toBe('upstream_error');
+    expect(failure?.questionStored).toBe(true);
+    expect(messages.at(-1)).toMatchObject({ content: 'part', status: 'error' });
+
+    const again = controllableSse();
+    fetchMock.mockResolvedValueOnce(again.response);
+    let retried!: Promise<void>;
+    act(() => {
+      retried = result.current.retry();
+    });
+    again.push(delta('full answer'));
+    again.push('[DONE]');
+    again.close();
+    await act(() => retried);
+    const body = JSON.parse(fetchMock.mock.calls[1]![1].body as string);
+    expect(body).toMatchObject({ conversation_id: 'c2', regenerate: true, messages: [{ role: 'user', content: 'q' }] });
+    expect(useChat.getState().messages.map((m) => m.content)).toEqual(['q', 'full answer']);
+  });
+
+  it('a 429 reports the wait from Retry-After', async () => {
+    fetchMock.mockResolvedValueOnce(
+      new Response(JSON.stringify({ error: { code: 'rate_limited', message: 'slow down', request_id: 'r' } }), {
+        status: 429,
+        headers: { 'Retry-After': '42', 'Content-Type': 'application/json' },
+      }),
+    );
+    const { result } = renderHook(() => useChatStream());
+    await act(() => result.current.send('q'));
+    const { failure } = useChat.getState();
+    expect(failure?.error.retryAfter).toBe(42);
+    expect(failure?.questionStored).toBe(false);
+    expect(failure!.retryAt! - Date.now()).toBeGreaterThan(40_000);
+  });
+});

@@ -1,0 +1,77 @@
+import { create } from 'zustand';
+import type { ApiError } from '../api/errors';
+import type { MessageOut } from '../api/types';
+
+export type UiStatus = 'complete' | 'partial' | 'error';
+
+export interface UiMessage {
+  /** stable React key: the server id when known, else a local one */
+  key: string;
+  role: 'user' | 'assistant';
+  content: string;
+  status: UiStatus;
+}
+
+export interface ChatFailure {
+  error: ApiError;
+  /** epoch ms before which a retry will be refused again (429 / 503 Retry-After) */
+  retryAt: number | null;
+  /** whether the gateway already stored the question (retry must not store it twice) */
+  questionStored: boolean;
+}
+
+/**
+ * The open conversation. Saved messages (`messages`) are kept apart from the answer being
+ * streamed (`pending`, `streaming`), as llama.cpp's web UI does: the in-flight text is
+ * committed to `messages` only once the stream has ended, however it ended.
+ */
+interface ChatState {
+  conversationId: string | null;
+  messages: UiMessage[];
+  loading: boolean;
+  systemPrompt: string;
+  temperature: number | null;
+  maxTokens: number | null;
+  streaming: boolean;
+  pending: string;
+  failure: ChatFailure | null;
+  reset: (conversationId?: string | null) => void;
+  set: (patch: Partial<ChatState>) => void;
+}
+
+let localKey = 0;
+export const nextKey = (): string => `local-${++localKey}`;
+
+export const useChat = create<ChatState>((set) => ({
+  conversationId: null,
+  messages: [],
+  loading: false,
+  systemPrompt: '',
+  temperature: null,
+  maxTokens: null,
+  streaming: false,
+  pending: '',
+  failure: null,
+  reset: (conversationId = null) =>
+    set({
+      conversationId,
+      messages: [],
+      loading: false,
+      systemPrompt: '',
+      streaming: false,
+      pending: '',
+      failure: null,
+    }),
+  set: (patch) => set(patch),
+}));
+
+export function toUiMessages(messages: MessageOut[]): UiMessage[] {
+  return messages
+    .filter((m): m is MessageOut & { role: 'user' | 'assistant' } => m.role === 'user' || m.role === 'assistant')
+    .map((m) => ({
+      key: `srv-${m.id}`,
+      role: m.role,
+      content: m.content,
+      status: m.status === 'partial' || m.status === 'error' ? m.status : 'complete',
+    }));
+}
