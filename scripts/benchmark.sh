@@ -73,7 +73,28 @@ SIM_PID=""
 GW_PID=""
 STACK_NOTE="external stack"
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Two free ports below the kernel's ephemeral range: a model server restarted by a switch must
+# find its port free, not taken by the local end of one of k6's connections.
+two_free_ports() {
+  "$PY" - <<'EOF_PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError):
+    low = 32768
+ports = []
+while len(ports) < 2:
+    port = random.randrange(10000, max(low, 11000))
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    if port not in ports:
+        ports.append(port)
+print(*ports)
+EOF_PY
+}
 
 stop_pid() {
   local pid="$1" i
@@ -97,8 +118,7 @@ start_stack() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   local sim_port gw_port secret managed=0
-  sim_port="$(free_port)"
-  gw_port="$(free_port)"
+  read -r sim_port gw_port < <(two_free_ports)
   secret="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(48))')"
   export K6_JWT_SECRET="$secret"
   say "starting a gateway on :$gw_port (model server :$sim_port, database $STACK_DIR/gateway.db)"
@@ -119,25 +139,14 @@ start_stack() {
   GW_PID=$!
   TARGET="http://127.0.0.1:$gw_port"
   wait_http "$TARGET/health/live" 90 || { tail -n 40 "$STACK_DIR/gateway.log" >&2; die "the gateway did not start"; }
-  # A gateway with the model manager serves the `simulator` profile itself (MODEL_DEFAULT_PROFILE);
-  # an older one ignores that setting, and then the simulator is started here.
-  if "$PY" - "$TARGET" <<'EOF_PY'
-import json, sys, urllib.error, urllib.request
-base = sys.argv[1]
-body = json.dumps({"username": "admin", "password": "admin123"}).encode()
-req = urllib.request.Request(base + "/api/auth/login", body, {"Content-Type": "application/json"})
-token = json.load(urllib.request.urlopen(req, timeout=30))["access_token"]
-req = urllib.request.Request(base + "/api/models/status", headers={"Authorization": "Bearer " + token})
-try:
-    urllib.request.urlopen(req, timeout=10)
-except urllib.error.HTTPError as e:
-    sys.exit(1 if e.code == 404 else 0)
-EOF_PY
-  then
+  # The model manager serves the `simulator` profile (profiles.yaml: 150 ms to the first token,
+  # 30 ms between tokens, 60 tokens) and can switch to `simulator-alt`; BENCH_MODEL_PROFILE=""
+  # runs a plain simulator paced by SIM_TTFT_MS / SIM_ITL_MS / SIM_TOKENS instead.
+  if [[ -n "${BENCH_MODEL_PROFILE-simulator}" ]]; then
     managed=1
     export MODEL_SWITCH_PROFILES="${MODEL_SWITCH_PROFILES:-simulator,simulator-alt}"
   fi
-  if [[ $managed -eq 0 || -z "${BENCH_MODEL_PROFILE-simulator}" ]]; then
+  if [[ $managed -eq 0 ]]; then
     say "starting the simulator on :$sim_port (ttft ${SIM_TTFT_MS:-150} ms, itl ${SIM_ITL_MS:-30} ms, ${SIM_TOKENS:-60} tokens)"
     (
       cd "$GATEWAY_DIR"

@@ -19,6 +19,9 @@ cd "$GATEWAY_DIR"
 say "ruff"
 "$VENV_DIR/bin/ruff" check .
 "$VENV_DIR/bin/ruff" format --check .
+# the report generator lives beside the shell scripts; same rules
+"$VENV_DIR/bin/ruff" check --config pyproject.toml ../scripts
+"$VENV_DIR/bin/ruff" format --config pyproject.toml --check ../scripts
 say "mypy"
 "$VENV_DIR/bin/mypy"
 # the web UI first: its build (frontend/dist) is what the local-mode and nginx tests serve

@@ -29,6 +29,7 @@ from app.core.config import Settings
 from app.db.base import Base
 from app.db.engine import create_engine
 from app.main import create_app
+from tests.ports import free_port
 
 pytest_plugins = ["tests.docker_engine"]
 
@@ -36,12 +37,6 @@ GATEWAY_DIR = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 REQUIRE_POSTGRES = os.environ.get("CI") == "true" or os.environ.get("REQUIRE_POSTGRES") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _pg_admin() -> asyncpg.Connection:

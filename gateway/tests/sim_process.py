@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.ports import free_port
 
 # tests/ -> the gateway directory, where ``python -m simulator`` works.
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
@@ -35,12 +36,6 @@ class SimProcess:
                 self.process.kill()
                 self.process.wait(timeout=timeout)
         return self.process.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_simulator(log: Path, *args: str, deadline_s: float = 20.0) -> SimProcess:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 
 class TcpProxy:

@@ -181,7 +181,8 @@ async def test_postgres_outage_mid_answer_loses_no_message(  # type: ignore[no-u
     """The database goes away while an answer streams: the answer waits in the chat writer's
     queue and is written when the database is back."""
     from app.main import create_app
-    from tests.conftest import LiveGateway, free_port, sim_post
+    from tests.conftest import LiveGateway, sim_post
+    from tests.ports import free_port
 
     direct_url, proxied_url, proxy = proxied_postgres
     await sim_post(simulator, "/sim/reset", {"config": True})

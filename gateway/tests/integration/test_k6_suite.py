@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_JWT_SECRET, free_port, gateway_env, sim_post, wait_live
+from tests.conftest import TEST_JWT_SECRET, gateway_env, sim_post, wait_live
 from tests.integration.test_server_process import gateway_process
+from tests.ports import free_port
 from tests.sim_process import start_simulator
 
 REPO_DIR = Path(__file__).resolve().parents[3]
@@ -286,8 +287,7 @@ async def test_smoke_profile_passes(script: str, paced_gateway: str, smoke_dir: 
 
 async def test_model_management_smoke(managed_gateway: str, smoke_dir: Path) -> None:
     status = await _admin_get(managed_gateway, "/api/models/status")
-    if status.status_code == 404:
-        pytest.skip("this gateway has no model manager (/api/models/status is 404)")
+    assert status.status_code == 200, status.text
     assert status.json()["current_profile"] == "simulator"
     code, summary = run_k6(
         "model-management-test",

@@ -21,11 +21,8 @@ import httpx
 import pytest
 
 from app.core.config import REPO_DIR
-from tests.conftest import free_port, wait_until
-
-pytestmark = pytest.mark.skipif(
-    not (REPO_DIR / "frontend" / "package.json").exists(), reason="no frontend in this checkout"
-)
+from tests.conftest import wait_until
+from tests.ports import free_port
 
 
 def _copy_checkout(dest: Path) -> None:

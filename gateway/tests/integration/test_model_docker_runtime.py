@@ -22,9 +22,10 @@ import yaml
 
 from app.core.config import GATEWAY_DIR
 from app.main import create_app
-from tests.conftest import LiveGateway, free_port, make_settings, wait_until
+from tests.conftest import LiveGateway, make_settings, wait_until
 from tests.docker_engine import DockerEngine
 from tests.integration.test_model_switching import Managed, chat_once, running
+from tests.ports import free_port
 
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
 

@@ -32,6 +32,8 @@ from tests.conftest import (
 
 SIM = ["{python}", "-m", "simulator", "--host", "{host}", "--port", "{port}",
        "--model", "{served_model_name}", "--max-model-len", "{max_model_len}"]  # fmt: skip
+SWITCHES_OK = 'gateway_model_switches_total{outcome="success"}'
+RESTARTS = "gateway_model_server_restarts_total"
 PROFILES: dict[str, Any] = {
     "simulator": {
         "name": "Simulator A",
@@ -135,8 +137,32 @@ class Managed:
             sw = s["switch"]
             return s if sw and sw["finished_at"] and s["status"] != "switching" else None
 
-        result: dict[str, Any] = await wait_until(done, timeout=timeout, interval=0.05)
+        return await self.wait_for(done, timeout)
+
+    async def wait_for(self, predicate: Any, timeout: float) -> dict[str, Any]:
+        """wait_until, and on a timeout the manager's status and the model servers' logs."""
+        try:
+            result: dict[str, Any] = await wait_until(predicate, timeout=timeout, interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await self.diagnosis()}") from None
         return result
+
+    async def diagnosis(self) -> str:
+        """What a failed assertion should show: the status and the tail of every server log."""
+        parts = [f"status: {await self.status()}"]
+        for log in sorted(self.log_dir.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    async def metric(self, sample: str) -> float:
+        """One sample of /metrics (0 when absent). The registry is this test process's, shared
+        with every in-process gateway before this one, so tests compare before and after."""
+        for line in (await self.client.get("/metrics")).text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return 0.0
 
     def server_pid(self) -> int:
         return int((self.log_dir / "model-server.pid").read_text().split()[0])
@@ -192,8 +218,7 @@ async def running(m: Managed, profile: str, timeout: float = 20) -> dict[str, An
         s = await m.status()
         return s if s["status"] == "running" and s["current_profile"] == profile else None
 
-    result: dict[str, Any] = await wait_until(ok, timeout=timeout, interval=0.05)
-    return result
+    return await m.wait_for(ok, timeout)
 
 
 async def chat_once(client: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, Any]:
@@ -285,6 +310,7 @@ class TestSwitch:
         """Every request completes on the old or the new model; none hangs or fails."""
         async with managed_gateway() as m:
             await running(m, "simulator")
+            switches_before = await m.metric(SWITCHES_OK)
             old_pid = m.server_pid()
             outcomes: list[tuple[str, Any]] = []
             stop = asyncio.Event()
@@ -315,10 +341,10 @@ class TestSwitch:
             await asyncio.wait_for(asyncio.gather(*users), 60)
 
             kinds = Counter(kind for kind, _ in outcomes)
-            assert set(kinds) == {"ok"}, [o for o in outcomes if o[0] != "ok"][:3]
+            assert set(kinds) == {"ok"}, ([o for o in outcomes if o[0] != "ok"][:3], status)
             models = Counter(model for _, model in outcomes)
-            assert set(models) == {"sim-a", "sim-b"}
-            assert status["status"] == "running"
+            assert set(models) == {"sim-a", "sim-b"}, await m.diagnosis()
+            assert status["status"] == "running", await m.diagnosis()
             assert status["current_profile"] == "simulator-alt"
             assert status["served_model"] == "sim-b"
             phases = [p["phase"] for p in status["switch"]["phases"]]
@@ -332,8 +358,7 @@ class TestSwitch:
                 f"\nprocess-runtime switch: {entry['duration_s']:.2f}s (drain {entry['drain_s']}s),"
                 f" {len(outcomes)} requests, slowest {max(latencies):.2f}s"
             )
-            metrics = (await m.client.get("/metrics")).text
-            assert 'gateway_model_switches_total{outcome="success"} 1.0' in metrics
+            assert await m.metric(SWITCHES_OK) == switches_before + 1
 
     async def test_requests_past_switch_wait_get_503_with_retry_after(
         self, managed_gateway: Any
@@ -427,6 +452,7 @@ class TestFailures:
     async def test_unexpected_exit_is_restarted(self, managed_gateway: Any) -> None:
         async with managed_gateway() as m:
             await running(m, "simulator")
+            restarts_before = await m.metric(RESTARTS)
             pid = m.server_pid()
             os.killpg(pid, signal.SIGKILL)
 
@@ -435,10 +461,9 @@ class TestFailures:
                 ok = s["restarts"] == 1 and s["status"] == "running" and m.server_pid() != pid
                 return s if ok else None
 
-            await wait_until(restarted, timeout=20)
+            await m.wait_for(restarted, timeout=20)
             assert (await chat_once(m.client, m.user)) == ("ok", "sim-a")
-            metrics = (await m.client.get("/metrics")).text
-            assert "gateway_model_server_restarts_total 1.0" in metrics
+            assert await m.metric(RESTARTS) == restarts_before + 1
 
 
 class TestReloadAndAdoption:

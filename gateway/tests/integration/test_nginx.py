@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_JWT_SECRET, free_port, gateway_env
+from tests.conftest import TEST_JWT_SECRET, gateway_env
 from tests.docker_engine import IN_CI, apt_install
+from tests.ports import free_port
 from tests.sim_process import SimProcess, start_simulator
 
 GATEWAY_DIR = Path(__file__).resolve().parents[2]
