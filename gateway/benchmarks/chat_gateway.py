@@ -31,17 +31,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from tests.ports import free_port
+
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LINE = re.compile(r"(\w+)=([\d.]+|nan)(ms)?")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, deadline_s: float = 30) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.ports import free_port
 
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
 ALIAS = "bench"
@@ -69,12 +70,6 @@ class Figures:
     max_tokens: int
     threads: int
     exit_code: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_launcher(port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,13 +25,9 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.ports import free_port
+
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def profiles(load_delay_s: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Free TCP ports for the servers the tests start.
+"""Free TCP ports for the servers the tests and the benchmarks start.
 
 Ports come from below the kernel's ephemeral range. A port from inside it (what binding port 0
 gives) can be taken by the local end of any outgoing connection the moment its server stops, so a
