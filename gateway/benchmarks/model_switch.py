@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from tests.ports import free_port
+from tests.sim_process import SIM_COMMAND
 
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
 
@@ -38,15 +39,7 @@ def profiles(load_delay_s: float) -> dict[str, Any]:
             "runtime": "process",
             "cpu_only": True,
             "command": [
-                "{python}",
-                "-m",
-                "simulator",
-                "--host",
-                "{host}",
-                "--port",
-                "{port}",
-                "--model",
-                "{served_model_name}",
+                *SIM_COMMAND,
                 "--ttft-ms",
                 "50",
                 "--itl-ms",

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +23,18 @@ from tests.conftest import (
     GATEWAY_DIR,
     TEST_JWT_SECRET,
     content_of,
-    free_port,
     gateway_env,
     read_sse,
     wait_live,
     wait_until,
 )
 from tests.integration.test_server_process import gateway_process
+from tests.ports import free_port
+from tests.sim_process import SimProcess, start_server
 
 ALIAS = "smollm2-test"
+Launcher = SimProcess
 READY_DEADLINE_S = 60.0  # ~1 s on an idle 2-core machine; generous for a shared one
-
-
-@dataclass
-class Launcher:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        return self.process.returncode
 
 
 def launcher_command(port: int, *args: str) -> list[str]:
@@ -82,30 +57,7 @@ def launcher_command(port: int, *args: str) -> list[str]:
 def start_launcher(log: Path, *args: str) -> Launcher:
     """Start the launcher and return once /health answers 200 (fail early if it exits)."""
     port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            launcher_command(port, *args),
-            cwd=GATEWAY_DIR,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    launcher = Launcher(process, port, log)
-    deadline = time.monotonic() + READY_DEADLINE_S
-    with httpx.Client(base_url=launcher.url, timeout=1.0) as client:
-        while True:
-            if process.poll() is not None:
-                code = process.returncode
-                raise AssertionError(f"launcher exited ({code}):\n{launcher.output()}")
-            try:
-                if client.get("/health").status_code == 200:
-                    return launcher
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                launcher.stop()
-                raise AssertionError(f"not ready in {READY_DEADLINE_S}s:\n{launcher.output()}")
-            time.sleep(0.05)
+    return start_server(launcher_command(port, *args), port, log, READY_DEADLINE_S)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import (
     GATEWAY_DIR,
     assert_error,
-    free_port,
     gateway_env,
     login,
     wait_live,
     wait_until,
 )
+from tests.ports import free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -26,6 +26,7 @@ from tests.conftest import LiveGateway, make_settings, wait_until
 from tests.docker_engine import DockerEngine
 from tests.integration.test_model_switching import Managed, chat_once, running
 from tests.ports import free_port
+from tests.sim_process import SIM_COMMAND
 
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
 
@@ -38,19 +39,7 @@ def docker_profiles(image: str) -> dict[str, Any]:
             "runtime": "docker",
             "cpu_only": True,
             "image": image,
-            "command": [
-                "python3",
-                "-m",
-                "simulator",
-                "--host",
-                "{host}",
-                "--port",
-                "{port}",
-                "--model",
-                "{served_model_name}",
-                "--startup-delay-s",
-                delay,
-            ],
+            "command": ["python3", *SIM_COMMAND[1:], "--startup-delay-s", delay],
             "env": {"PYTHONPATH": "/app:/site", "PYTHONDONTWRITEBYTECODE": "1"},
             "volumes": [f"{GATEWAY_DIR}:/app:ro", f"{SITE_PACKAGES}:/site:ro"],
             "ready_timeout_s": 60,
@@ -65,17 +54,7 @@ def docker_profiles(image: str) -> dict[str, Any]:
             "model_id": "sim-process",
             "runtime": "process",
             "cpu_only": True,
-            "command": [
-                "{python}",
-                "-m",
-                "simulator",
-                "--host",
-                "{host}",
-                "--port",
-                "{port}",
-                "--model",
-                "{served_model_name}",
-            ],
+            "command": SIM_COMMAND,
         },
     }
 

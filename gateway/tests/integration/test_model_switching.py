@@ -25,13 +25,13 @@ from tests.conftest import (
     LiveGateway,
     assert_error,
     bearer,
-    free_port,
     make_settings,
     wait_until,
 )
+from tests.ports import free_port
+from tests.sim_process import SIM_COMMAND
 
-SIM = ["{python}", "-m", "simulator", "--host", "{host}", "--port", "{port}",
-       "--model", "{served_model_name}", "--max-model-len", "{max_model_len}"]  # fmt: skip
+SIM = [*SIM_COMMAND, "--max-model-len", "{max_model_len}"]
 SWITCHES_OK = 'gateway_model_switches_total{outcome="success"}'
 RESTARTS = "gateway_model_server_restarts_total"
 PROFILES: dict[str, Any] = {

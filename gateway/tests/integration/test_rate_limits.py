@@ -21,7 +21,6 @@ from tests.conftest import (
     LiveGateway,
     assert_error,
     empty_tables,
-    free_port,
     login,
     make_settings,
     read_sse,
@@ -30,6 +29,7 @@ from tests.conftest import (
     wait_live,
     wait_until,
 )
+from tests.ports import free_port
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 

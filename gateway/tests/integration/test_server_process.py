@@ -15,11 +15,11 @@ from tests.conftest import (
     GATEWAY_DIR,
     TEST_JWT_SECRET,
     empty_tables,
-    free_port,
     gateway_env,
     make_settings,
     wait_live,
 )
+from tests.ports import free_port
 
 
 @contextmanager

@@ -21,10 +21,10 @@ from app.main import create_app
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 from tests.conftest import (
     empty_tables,
-    free_port,
     make_settings,
     wait_until,
 )
+from tests.ports import free_port
 from tests.tcp_proxy import TcpProxy
 
 MakeRecorder = Callable[..., UsageRecorder]
