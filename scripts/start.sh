@@ -6,6 +6,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODE="$(deploy_mode)"
 if [[ "$MODE" == compose ]]; then
+  command -v docker >/dev/null || die "DEPLOY_MODE=compose, but Docker is not installed (https://docs.docker.com/engine/install/debian/), or use DEPLOY_MODE=local"
+  docker info >/dev/null 2>&1 || die "DEPLOY_MODE=compose, but no Docker engine answers at ${DOCKER_HOST:-the default socket}: start it (systemctl start docker), or use DEPLOY_MODE=local"
+  if ! docker info 2>/dev/null | grep -qi nvidia; then
+    warn "no NVIDIA container runtime in this Docker engine: the vllm service will not get GPUs (install nvidia-container-toolkit)"
+  fi
   [[ -f "$ROOT_DIR/.env" ]] || "$ROOT_DIR/scripts/setup.sh"
   say "starting the compose stack"
   compose up -d --build

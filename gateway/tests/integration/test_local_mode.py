@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,9 +80,12 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, i
         os.kill(pid, 9)
 
 
-def _run(root: Path, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(
+    root: Path, *argv: str, timeout: float = 300, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "POSTGRES_"))}
     env.pop("REDIS_URL", None)
+    env.update(extra_env)
     return subprocess.run(
         list(argv), cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -163,3 +167,32 @@ async def test_start_chat_switch_status_stop(checkout: tuple[Path, int]) -> None
     assert stopped.returncode == 0, stopped.stderr
     assert await wait_until(lambda: not _pids_under(root), timeout=30)
     assert _run(root, "./status", timeout=60).returncode == 3
+
+
+def test_start_refuses_taken_ports_with_a_clear_message(checkout: tuple[Path, int]) -> None:
+    root, _ = checkout
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        gateway_taken = _run(root, "./start", timeout=60, GATEWAY_PORT=str(port))
+        model_taken = _run(root, "./start", timeout=60, VLLM_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    assert gateway_taken.returncode == 1, gateway_taken.stdout + gateway_taken.stderr
+    assert f"port {port} is taken by another program" in gateway_taken.stderr
+    assert "GATEWAY_PORT=<free port>" in gateway_taken.stderr
+    assert model_taken.returncode == 1, model_taken.stdout + model_taken.stderr
+    assert f"port {port} (VLLM_BASE_URL) is taken by another program" in model_taken.stderr
+    assert not (root / ".run" / "gateway.pid").exists()
+    assert not _pids_under(root)  # nothing was started
+
+
+def test_compose_mode_without_an_engine_says_so(checkout: tuple[Path, int], tmp_path: Path) -> None:
+    root, _ = checkout
+    nowhere = f"unix://{tmp_path}/no-docker.sock"
+    result = _run(root, "./start", timeout=60, DEPLOY_MODE="compose", DOCKER_HOST=nowhere)
+    assert result.returncode == 1, result.stdout + result.stderr
+    if shutil.which("docker"):
+        assert f"no Docker engine answers at {nowhere}" in result.stderr
+    else:
+        assert "Docker is not installed" in result.stderr
+    assert "Traceback" not in result.stderr and not _pids_under(root)
