@@ -50,6 +50,15 @@ _TIME_RE = re.compile(r"^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 # ---------------------------------------------------------------- reading k6 output
 
 
+def started_at(meta: dict[str, Any]) -> str:
+    """The run's start as `2026-11-21 21:51:15 UTC` (benchmark.sh stores `20261121T215115Z`)."""
+    raw = str(meta.get("started_at", "unknown"))
+    try:
+        return datetime.strptime(raw, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return raw
+
+
 def parse_time(text: str) -> float:
     """k6's RFC 3339 timestamps carry nanoseconds; datetime takes microseconds."""
     match = _TIME_RE.match(text)
@@ -477,7 +486,7 @@ def markdown_summary(meta: dict[str, Any], runs: list[Run], targets: list[Target
         "# vLLM chat service: performance test report",
         "",
         "## Test environment",
-        f"- **Date**: {meta.get('started_at', 'unknown')}",
+        f"- **Date**: {started_at(meta)}",
         f"- **Model**: {meta.get('model') or 'unknown'}",
         f"- **Serving**: {meta.get('stack', 'unknown')}",
         f"- **System**: {meta.get('system', 'unknown')}",
@@ -853,10 +862,10 @@ def html_report(meta: dict[str, Any], runs: list[Run], targets: list[Target], md
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>k6 report {html.escape(str(meta.get('started_at', '')))}</title>",
+        f"<title>k6 report {html.escape(started_at(meta))}</title>",
         f"<style>{CSS}</style></head><body><main>",
         f"<h1>vLLM chat service: performance test report {_badge(overall)}</h1>",
-        f"<p class='meta'>{html.escape(str(meta.get('started_at', '')))} · profile "
+        f"<p class='meta'>{html.escape(started_at(meta))} · profile "
         f"<b>{html.escape(str(meta.get('profile', '?')))}</b> · "
         f"{html.escape(str(meta.get('base_url', '')))} · "
         f"{html.escape(str(meta.get('stack', '')))} · model "
