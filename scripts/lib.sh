@@ -129,5 +129,5 @@ local_admin_token() {
   pass="$(env_or_dotenv ADMIN_PASSWORD admin123)"
   curl -fsS --max-time 5 "http://127.0.0.1:$port/api/auth/login" -H 'Content-Type: application/json' \
     -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
-    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+    sed -nE 's/.*"access_token":"([^"]+)".*/\1/p'
 }

@@ -59,8 +59,22 @@ fi
 
 # the model loads in the background; wait for it so the first chat answers at once
 say "waiting for the model server"
+# The model manager's word, not the server's /health: it says running once /v1/models lists the
+# profile's model, and error (with the reason) when the start failed.
+TOKEN=""
+model_state() {
+  [[ -n "$TOKEN" ]] || return 0
+  curl -fsS --max-time 3 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/models/status" 2>/dev/null |
+    "$VENV_DIR/bin/python" -c 'import json, sys; s = json.load(sys.stdin); print(s["status"], s.get("error") or "")' 2>/dev/null || true
+}
 start=$SECONDS
-until curl -fsS --max-time 2 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"vllm":{"status":"up"'; do
+while :; do
+  [[ -n "$TOKEN" ]] || TOKEN="$(local_admin_token "$PORT" || true)"
+  state="$(model_state)"
+  case "$state" in
+    running*) break ;;
+    error*) warn "the model did not start: ${state#error } (./logs model)"; break ;;
+  esac
   if (( SECONDS - start > 180 )); then
     warn "the model is not up after 180 s: see ./logs model and the status at /api/models/status"
     break

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,18 @@ async def test_start_chat_switch_status_stop(checkout: tuple[Path, int]) -> None
     assert _run(root, "./status", timeout=60).returncode == 3
 
 
+def _nothing_running(root: Path) -> None:
+    """The tests below start from a stopped checkout, whatever the test before them left."""
+    _run(root, "./stop", timeout=120)
+    deadline = time.monotonic() + 30
+    while _pids_under(root):
+        assert time.monotonic() < deadline, f"still running: {_pids_under(root)}"
+        time.sleep(0.1)  # polling for the processes to end, against the deadline above
+
+
 def test_start_refuses_taken_ports_with_a_clear_message(checkout: tuple[Path, int]) -> None:
     root, _ = checkout
+    _nothing_running(root)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
         taken.listen(1)
@@ -188,6 +199,7 @@ def test_start_refuses_taken_ports_with_a_clear_message(checkout: tuple[Path, in
 
 def test_compose_mode_without_an_engine_says_so(checkout: tuple[Path, int], tmp_path: Path) -> None:
     root, _ = checkout
+    _nothing_running(root)
     nowhere = f"unix://{tmp_path}/no-docker.sock"
     result = _run(root, "./start", timeout=60, DEPLOY_MODE="compose", DOCKER_HOST=nowhere)
     assert result.returncode == 1, result.stdout + result.stderr
