@@ -96,17 +96,9 @@ print(*ports)
 EOF_PY
 }
 
-stop_pid() {
-  local pid="$1" i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
 cleanup() {
-  stop_pid "$GW_PID"
-  stop_pid "$SIM_PID"
+  stop_pid "$GW_PID" "" 10
+  stop_pid "$SIM_PID" "" 10
   if [[ -n "$STACK_DIR" ]]; then
     [[ -f "$STACK_DIR/gateway.log" ]] && tail -n 200 "$STACK_DIR/gateway.log" > "$OUT_DIR/gateway.log.tail" || true
     rm -rf "$STACK_DIR"

@@ -90,6 +90,25 @@ wait_http() {
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Stop a process (and its process group when it leads one): TERM, then KILL after $3 seconds.
+stop_pid() {
+  local pid="$1" name="${2:-}" grace="${3:-20}" i
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -z "$name" ]] || say "stopping the $name (pid $pid)"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  warn "${name:-process $pid} did not exit within $grace s, killing it"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+# The local model server's logs and pid file (the gateway's MODEL_LOG_DIR, relative to the repo).
+model_log_dir() {
+  local dir
+  dir="$(env_or_dotenv MODEL_LOG_DIR gateway/data/model-logs)"
+  [[ "$dir" == /* ]] || dir="$ROOT_DIR/$dir"
+  printf '%s' "$dir"
+}
+
 # --- deployment mode: Docker Compose where an engine answers, the local mode otherwise --------
 compose_cmd() {
   if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then

@@ -7,7 +7,7 @@ if [[ "$(deploy_mode)" == compose ]]; then
   exec compose logs -f --tail 100 "$service"
 fi
 if [[ "$service" == model ]]; then
-  dir="$GATEWAY_DIR/data/model-logs"
+  dir="$(model_log_dir)"
   file="$(ls -t "$dir"/*.log 2>/dev/null | head -n1 || true)"
   [[ -n "$file" ]] || die "no model server log yet (in $dir)"
 else

@@ -31,7 +31,7 @@ if pid_alive "$PID_FILE"; then
 fi
 command -v curl >/dev/null || apt_install curl ca-certificates
 port_in_use "$PORT" && die "port $PORT is taken by another program: stop it, or set GATEWAY_PORT=<free port> in .env"
-if [[ -n "$MODEL_PORT" ]] && port_in_use "$MODEL_PORT" && [[ ! -f "$ROOT_DIR/gateway/data/model-logs/model-server.pid" ]]; then
+if [[ -n "$MODEL_PORT" ]] && port_in_use "$MODEL_PORT" && [[ ! -f "$(model_log_dir)/model-server.pid" ]]; then
   die "port $MODEL_PORT (VLLM_BASE_URL) is taken by another program: stop it, or set VLLM_BASE_URL=http://127.0.0.1:<free port>/v1 in .env"
 fi
 
@@ -42,7 +42,7 @@ if [[ ! -f "$ROOT_DIR/frontend/dist/index.html" || "${REBUILD_UI:-0}" == 1 ]]; t
 fi
 
 say "starting the gateway on http://$HOST:$PORT (log: $LOG_DIR/gateway.log)"
-say "model profile: $MODEL_DEFAULT_PROFILE on $VLLM_URL (log: gateway/data/model-logs/)"
+say "model profile: $MODEL_DEFAULT_PROFILE on $VLLM_URL (log: $(model_log_dir)/)"
 (
   cd "$GATEWAY_DIR"
   exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" \
