@@ -60,9 +60,10 @@ class DockerRuntime:
         host_config: dict[str, Any] = {
             "NetworkMode": network,
             "IpcMode": "host" if network == "host" else "shareable",  # NCCL needs shared memory
-            "ShmSize": 8 * 1024**3 if network != "host" else 0,
             "RestartPolicy": {"Name": "no"},  # the manager supervises and restarts with backoff
         }
+        if network != "host":
+            host_config["ShmSize"] = 8 * 1024**3
         binds = list(profile.volumes)
         if self.settings.hf_cache_dir:
             cache = os.path.expanduser(self.settings.hf_cache_dir)
@@ -76,8 +77,6 @@ class DockerRuntime:
             else:
                 request["Count"] = profile.tensor_parallel_size
             host_config["DeviceRequests"] = [request]
-        if not host_config["ShmSize"]:
-            del host_config["ShmSize"]
         return {
             "Image": profile.image or self.settings.vllm_image,
             "Cmd": command,
@@ -161,28 +160,29 @@ class DockerRuntime:
         except LaunchFailed as exc:
             log.warning("could not remove the model container", error=str(exc))
 
-    async def discover(self) -> str | None:
+    async def _running_managed(self) -> tuple[str, str] | None:
+        """(container id, profile id) of our container when it runs with the manager's labels."""
         try:
             container = await self.docker.containers.get(self.name)
         except (aiodocker.DockerError, OSError):
             return None
         info: dict[str, Any] = container._container
         labels = (info.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_MANAGED) != "true" or not info.get("State", {}).get("Running"):
-            return None
         profile = labels.get(LABEL_PROFILE)
-        return str(profile) if profile else None
+        running = info.get("State", {}).get("Running")
+        if labels.get(LABEL_MANAGED) != "true" or not running or not profile:
+            return None
+        return str(info.get("Id")), str(profile)
+
+    async def discover(self) -> str | None:
+        found = await self._running_managed()
+        return found[1] if found else None
 
     async def adopt(self, spec: LaunchSpec) -> bool:
-        try:
-            container = await self.docker.containers.get(self.name)
-        except (aiodocker.DockerError, OSError):
+        found = await self._running_managed()
+        if found is None or found[1] != spec.profile_id:
             return False
-        info: dict[str, Any] = container._container
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_PROFILE) != spec.profile_id or not info.get("State", {}).get("Running"):
-            return False
-        self.container_id = str(info.get("Id"))
+        self.container_id = found[0]
         self._exit = None
         log.info(
             "adopted the running model container", container=self.name, profile=spec.profile_id
