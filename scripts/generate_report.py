@@ -265,6 +265,12 @@ class Run:
         return None if ms is None else ms / 1000
 
     @property
+    def thresholds_tally(self) -> str:
+        """`passed/declared`, e.g. `6/6`."""
+        rows = self.thresholds()
+        return f"{sum(1 for r in rows if r[2])}/{len(rows)}"
+
+    @property
     def passed(self) -> bool:
         if self.exit_code not in (None, 0):
             return False
@@ -510,13 +516,11 @@ def markdown_summary(meta: dict[str, Any], runs: list[Run], targets: list[Target
         "|---|---|---|---|---|---|",
     ]
     for run in runs:
-        rows = run.thresholds()
         reqs = run.value("http_reqs", "count")
         lines.append(
             f"| {run.name} | {'PASS' if run.passed else 'FAIL'} | {run.exit_code} | "
             f"{'n/a' if run.duration_s is None else f'{run.duration_s:.0f} s'} | "
-            f"{'n/a' if reqs is None else int(reqs)} | "
-            f"{sum(1 for r in rows if r[2])}/{len(rows)} |"
+            f"{'n/a' if reqs is None else int(reqs)} | {run.thresholds_tally} |"
         )
     failed = [(run.name, m, e) for run in runs for m, e, ok, _ in run.thresholds() if not ok]
     if failed:
@@ -883,12 +887,11 @@ def html_report(meta: dict[str, Any], runs: list[Run], targets: list[Target], md
     out.append("</table><h2>Scripts</h2><table><tr><th>script</th><th>result</th>")
     out.append("<th>thresholds</th><th>requests</th><th>duration</th></tr>")
     for run in runs:
-        rows = run.thresholds()
         reqs = run.value("http_reqs", "count")
         out.append(
             f"<tr><td><a href='#{html.escape(run.name)}'>{html.escape(run.name)}</a></td>"
-            f"<td>{_badge(run.passed)}</td><td class='num'>{sum(1 for r in rows if r[2])}/"
-            f"{len(rows)}</td><td class='num'>{'' if reqs is None else int(reqs)}</td>"
+            f"<td>{_badge(run.passed)}</td><td class='num'>{run.thresholds_tally}</td>"
+            f"<td class='num'>{'' if reqs is None else int(reqs)}</td>"
             f"<td class='num'>{'' if run.duration_s is None else f'{run.duration_s:.0f} s'}</td>"
             "</tr>"
         )
