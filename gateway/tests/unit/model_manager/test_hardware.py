@@ -29,6 +29,17 @@ class TestParse:
         assert gpu.memory_total_gb == 80.0
         assert gpu.utilization_percent is None
 
+    def test_recorded_h200_idle_and_busy(self) -> None:
+        """Recorded on a real H200: 143,771 MiB total; idle, then ~31 GB held at 100 %."""
+        (idle,) = parse_nvidia_smi_csv((RECORDED / "h200_idle.csv").read_text())
+        assert (idle.index, idle.name) == (0, "NVIDIA H200")
+        assert idle.memory_total_gb == pytest.approx(140.4, abs=0.05)
+        assert idle.memory_free_gb == pytest.approx(140.4, abs=0.05)
+        assert idle.utilization_percent == 0
+        (busy,) = parse_nvidia_smi_csv((RECORDED / "h200_busy.csv").read_text())
+        assert busy.to_dict()["memory_used_gb"] == pytest.approx(31.2, abs=0.05)
+        assert busy.utilization_percent == 100
+
     def test_a_name_with_commas(self) -> None:
         (gpu,) = parse_nvidia_smi_csv("3, Tesla V100, PCIe, 32GB, 32768, 100, 7\n")
         assert (gpu.index, gpu.name, gpu.memory_total_gb) == (3, "Tesla V100, PCIe, 32GB", 32.0)
