@@ -11,7 +11,6 @@ import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
@@ -44,6 +43,7 @@ from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle, login_storage
 from app.services.principal_cache import PrincipalCache
 from app.services.rate_limiter import RateLimiter
+from app.services.redis_client import connect_redis
 from app.services.upstream import UpstreamClient
 from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
@@ -75,11 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = create_engine(settings)
     session_factory = create_session_factory(engine)
-    redis = (
-        Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-        if settings.redis_url
-        else None
-    )
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
     http = httpx.AsyncClient(timeout=settings.health_probe_timeout_s)
     try:
         try:

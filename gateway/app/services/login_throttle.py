@@ -18,6 +18,7 @@ from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
 from app.core.errors import ServiceUnavailable
+from app.services.redis_client import redis_options
 
 log = structlog.get_logger()
 
@@ -27,7 +28,10 @@ def login_storage(redis_url: str | None, key_prefix: str) -> Storage:
     if not redis_url:
         return MemoryStorage()
     storage = storage_from_string(
-        f"async+{redis_url}", implementation="redispy", key_prefix=f"{key_prefix}:login"
+        f"async+{redis_url}",
+        implementation="redispy",
+        key_prefix=f"{key_prefix}:login",
+        **redis_options(),  # timeouts, and the retry that survives a Redis restart
     )
     assert isinstance(storage, Storage)
     return storage

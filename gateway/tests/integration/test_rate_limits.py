@@ -3,6 +3,7 @@ two gateways; a Redis the test starts and kills proves fail-open, fail-closed an
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import uuid
@@ -376,3 +377,57 @@ async def test_two_gateway_processes_share_one_limit(  # type: ignore[no-untyped
             proc.wait(timeout=30)
         for log in logs:
             log.close()
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_first_request_after_redis_returns_is_served_and_counted(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, simulator, own_redis: RedisServer, fail_closed: bool
+) -> None:
+    """Issue 12 defect 11: the first chat request and the first login once Redis is back are
+    answered (fail-closed used to refuse them with 503) and counted in Redis (fail-open used
+    to let that one through uncounted), whichever pooled connection they get."""
+    await own_redis.wait_ready()
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        vllm_base_url=f"{simulator.url}/v1",
+        redis_url=own_redis.url,
+        rate_limit_requests_per_minute=100,
+        rate_limit_concurrent_streams=50,
+        rate_limit_fail_closed=fail_closed,
+    )
+    await empty_tables(database_url, settings)
+    await sim_post(simulator, "/sim/reset", {"config": True})
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            user_id = (await c.get("/api/auth/me")).json()["id"]
+            # requests in several loop turns at once: the pool holds several connections
+            many = [c.post("/v1/chat/completions", json=_chat()) for _ in range(8)]
+            assert {r.status_code for r in await asyncio.gather(*many)} == {200}
+            bad = {"username": "admin", "password": "wrong"}
+            assert (await c.post("/api/auth/login", json=bad)).status_code == 401
+
+            own_redis.kill()
+            for _ in range(2):
+                r = await c.post("/v1/chat/completions", json=_chat())
+                assert r.status_code == (503 if fail_closed else 200)
+                r = await c.post("/api/auth/login", json=bad)
+                assert r.status_code == (503 if fail_closed else 401)
+            own_redis.start()
+            await own_redis.wait_ready()
+
+            first = await c.post("/v1/chat/completions", json=_chat())
+            assert first.status_code == 200, first.text
+            assert first.headers["X-RateLimit-Remaining"] == "99"
+            good = {"username": "test", "password": "test"}
+            assert (await c.post("/api/auth/login", json=good)).status_code == 200
+            again = [c.post("/v1/chat/completions", json=_chat()) for _ in range(8)]
+            assert {r.status_code for r in await asyncio.gather(*again)} == {200}
+
+        redis = Redis.from_url(own_redis.url)
+        try:
+            key = f"{settings.rate_limit_key_prefix}:rpm:{user_id}"
+            assert int(await redis.get(key) or 0) == 9
+        finally:
+            await redis.aclose()
