@@ -108,7 +108,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upstream = UpstreamClient(settings)
         await upstream.start()
         app.state.upstream = upstream
-        app.state.principal_cache = PrincipalCache(settings.auth_cache_ttl_s)
+        app.state.principal_cache = PrincipalCache(
+            settings.auth_cache_ttl_s, settings.auth_outage_grace_s
+        )
         chat_writer = ChatWriter(engine)
         await chat_writer.start()
         app.state.chat_writer = chat_writer

@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import get_principal
-from app.core.errors import AppError, error_response
+from app.core.errors import AppError, DatabaseUnavailable, error_response
 from app.core.middleware import log_fields
+from app.services.auth import Principal
 from app.services.chat import ChatService
 
 CHAT_PATHS = {"/api/chat": True, "/v1/chat/completions": False}  # path -> the UI's flavour
@@ -36,6 +37,7 @@ class ChatFastPath:
             return
         request = Request(scope, receive)
         chat: ChatService = scope["app"].state.chat
+        principal: Principal | None = None
         try:
             principal = await get_principal(request)
             relay = await chat.completion(
@@ -46,6 +48,8 @@ class ChatFastPath:
                 log_fields=log_fields(request),
             )
         except AppError as err:
+            if isinstance(err, DatabaseUnavailable) and principal is None:
+                chat.record_refusal(ui, scope["state"].get("request_id"), err)
             await error_response(err.status_code, err.code, err.message, err.headers)(
                 scope, receive, send
             )

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     admin_password: str | None = None
     admin_email: str | None = None
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # during a database outage, credentials resolved up to this long past the TTL still work
+    auth_outage_grace_s: float = Field(default=60.0, ge=0, le=3600)
     login_max_failures: int = Field(default=10, ge=1)
     login_window_s: int = Field(default=60, ge=1)
 

@@ -14,11 +14,17 @@ import orjson
 import structlog
 
 from app.core.config import Settings
-from app.core.errors import AppError
+from app.core.errors import AppError, DatabaseUnavailable, is_database_outage
 from app.core.metrics import CHAT_REQUESTS, CHAT_TTFT, TOKENS, UPSTREAM_ERRORS
 from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
-from app.services.chat_request import message_text, openai_request, parse_json_object, ui_request
+from app.services.chat_request import (
+    ChatRequest,
+    message_text,
+    openai_request,
+    parse_json_object,
+    ui_request,
+)
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
 from app.services.rate_limiter import Admission, RateLimiter
@@ -76,7 +82,7 @@ class ChatService:
             if ui:
                 model, unavailable = await self._resolve_for_ui(body.get("model"))
                 req = ui_request(body, model, self.settings)
-                exchange = await self.store.begin(principal.user_id, req, model.id)
+                exchange = await self._begin(principal.user_id, req, model.id)
                 conversation_id = exchange.conversation_id
                 if unavailable is not None:
                     raise unavailable  # the question is stored; the model server is not there
@@ -132,6 +138,29 @@ class ChatService:
             on_finish=on_finish,
             extra_headers=headers,
             conversation_id=exchange.conversation_id,
+        )
+
+    async def _begin(self, user_id: int, req: ChatRequest, model_id: str) -> Exchange:
+        """`store.begin`, with a database outage as the AppError it is (503 database_unavailable),
+        so the refusal gets its usage row like every other one (the recorder retries it)."""
+        try:
+            return await self.store.begin(user_id, req, model_id)
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+
+    def record_refusal(self, ui: bool, request_id: str | None, err: AppError) -> None:
+        """A chat request refused before its caller was known (a database outage while
+        resolving the credential): its usage row, without a user."""
+        CHAT_REQUESTS.labels("unknown", "ui" if ui else "api", str(err.status_code)).inc()
+        self.recorder.record(
+            UsageRecord(
+                status_code=err.status_code,
+                request_id=request_id,
+                client="ui" if ui else "api",
+                error_code=err.code,
+            )
         )
 
     async def _resolve_for_ui(self, requested: Any) -> tuple[ServedModel, UpstreamError | None]:
