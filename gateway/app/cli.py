@@ -27,8 +27,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.gateway_host,
         port=args.port or settings.gateway_port,
         workers=args.workers,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # X-Forwarded-For/-Proto only from the proxies named (nginx); from anyone else, and with
+        # none named, the client is the TCP peer (the login throttle counts per client address)
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
         access_log=False,
         log_config=None,
         server_header=False,

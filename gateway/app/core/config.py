@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     frontend_port: int = 3000
-    forwarded_allow_ips: str = "127.0.0.1"
+    # proxies whose X-Forwarded-For gives the client address; empty: none (the TCP peer)
+    forwarded_allow_ips: str = ""
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000"]
     )

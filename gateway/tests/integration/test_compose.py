@@ -3,7 +3,8 @@ brought up on a dockerd of our own (tests/docker_engine.py) with no registry.
 
 What the test override (written below, per run) changes, and why:
 - every service on host networking, bound to 127.0.0.1 on free ports (the engine runs with
-  --bridge=none, and the test must not open anything beyond loopback); `ports` dropped;
+  --bridge=none, and the test must not open anything beyond loopback); `ports` and nginx's
+  fixed address on the compose network dropped;
 - vLLM (needs GPUs and a registry image) -> the simulator, run from the gateway image; the
   gateway talks to it as MODEL_RUNTIME=external (the model manager's docker runtime is tested
   by its own tests);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -110,6 +112,13 @@ def test_compose_files_validate(tmp_path: Path) -> None:
     assert gpus["capabilities"] == ["gpu"] and str(gpus["count"]) == "2"
     assert services["gateway"]["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
     assert services["gateway"]["environment"]["MODEL_RUNTIME"] == "docker"
+    # X-Forwarded-For is trusted from nginx's fixed address only (issue 12 #7), an address
+    # outside the range the other containers get theirs from
+    nginx_ip = services["nginx"]["networks"]["default"]["ipv4_address"]
+    assert services["gateway"]["environment"]["FORWARDED_ALLOW_IPS"] == nginx_ip
+    ipam = config["networks"]["default"]["ipam"]["config"][0]
+    assert ipaddress.ip_address(nginx_ip) in ipaddress.ip_network(ipam["subnet"])
+    assert ipaddress.ip_address(nginx_ip) not in ipaddress.ip_network(ipam["ip_range"])
     # only the proxy sees the socket, read-only; only nginx publishes ports
     for name, svc in services.items():
         mounts = [v.get("source", "") for v in svc.get("volumes", [])]
@@ -245,6 +254,7 @@ services:
       args:
         BASE_IMAGE: {stack_image}
     network_mode: host
+    networks: !reset {{}}
     ports: !reset []
     environment:
       NGINX_SERVER_NAME: localhost

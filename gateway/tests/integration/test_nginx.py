@@ -5,6 +5,7 @@ ports changed, and a certificate made by scripts/make-cert.sh."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -133,6 +134,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             TITLE_GENERATION="false",
             RATE_LIMIT_ENABLED="false",
             GATEWAY_PORT=str(gw_port),
+            # the proxy's network is trusted (as an operator may trust a compose subnet): then
+            # only nginx replacing the client's X-Forwarded-For keeps the client address true
+            FORWARDED_ALLOW_IPS="127.0.0.0/8",
         )
         with gw_log.open("wb") as log:
             gateway = subprocess.Popen(
@@ -309,3 +313,78 @@ async def test_body_limit_leaves_the_gateway_error_body(stack: Stack) -> None:
         assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
         huge = await client.post("/api/chat", content=b"x" * (9 * 1024 * 1024), headers=headers)
         assert huge.status_code == 413  # nginx's own limit
+
+
+def _client_from(address: str, base_url: str, cert: Path | None = None) -> httpx.AsyncClient:
+    """A client whose connections come from `address` (any 127.0.0.0/8 address is local)."""
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(cert)) if cert is not None else True
+    )
+    transport = httpx.AsyncHTTPTransport(verify=verify, local_address=address)
+    return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=30)
+
+
+async def _forged_wrong_logins(client: httpx.AsyncClient, tries: int) -> list[int]:
+    statuses = []
+    for _ in range(tries):
+        forged = ".".join(str(secrets.randbelow(254) + 1) for _ in range(4))
+        r = await client.post(
+            "/api/auth/login",
+            json={"username": "admin", "password": "wrong"},
+            headers={
+                "X-Forwarded-For": f"{forged}, 10.{secrets.randbelow(255)}.0.1",
+                "X-Real-IP": forged,
+                "Forwarded": f"for={forged}",
+            },
+        )
+        statuses.append(r.status_code)
+    return statuses
+
+
+async def test_login_throttle_not_bypassed_by_a_forged_forwarded_for(stack: Stack) -> None:
+    """Issue 12 defect 7: nginx appended the client's own X-Forwarded-For and the gateway took
+    its left-most entry, so every try with a random one got a fresh throttle bucket."""
+    async with _client_from("127.0.0.5", stack.https, stack.cert) as attacker:
+        statuses = await _forged_wrong_logins(attacker, 30)
+        assert statuses == [401] * 10 + [429] * 20, statuses
+        right = {"username": "admin", "password": "admin123"}
+        r = await attacker.post(
+            "/api/auth/login", json=right, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    # keyed on the address nginx saw, not on nginx's own: a neighbour is not throttled
+    async with _client_from("127.0.0.6", stack.https, stack.cert) as neighbour:
+        r = await neighbour.post("/api/auth/login", json=right)
+        assert r.status_code == 200, r.text
+    log = (stack.root / "gateway.log").read_text()
+    assert '"client_ip":"127.0.0.5"' in log and '"client_ip":"127.0.0.6"' in log
+
+
+async def test_forged_forwarded_for_from_an_untrusted_peer_is_ignored(
+    tmp_path: Path,
+) -> None:
+    """Straight to a gateway with the default settings (local mode: no proxy is trusted; it
+    trusted loopback, so a local client could claim any address)."""
+    port = free_port()
+    env = gateway_env(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        JWT_SECRET=TEST_JWT_SECRET,
+        MODEL_RUNTIME="external",
+        MODEL_DEFAULT_PROFILE="",
+        GATEWAY_PORT=str(port),
+    )
+    env.pop("FORWARDED_ALLOW_IPS", None)
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=GATEWAY_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/health/live", gateway, log_path)
+        async with _client_from("127.0.0.1", base) as attacker:
+            statuses = await _forged_wrong_logins(attacker, 15)
+            assert statuses == [401] * 10 + [429] * 5, statuses
+    finally:
+        stop_process(gateway)
