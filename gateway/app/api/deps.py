@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.errors import DatabaseUnavailable, Forbidden, Unauthorized, is_database_outage
 from app.core.middleware import log_fields
+from app.db.models import KeyScope
 from app.services.auth import AUTH_CHANGED, AuthService, Principal
 from app.services.login_throttle import LoginThrottle
 from app.services.principal_cache import PrincipalCache
@@ -91,7 +92,32 @@ async def get_principal(request: Request) -> Principal:
 
     principal = await cache.resolve(credential or "<development-mode>", load)
     log_fields(request)["user_id"] = principal.user_id
+    if principal.scope != KeyScope.FULL and not chat_scope_allows(request):
+        raise Forbidden(
+            "this API key is limited to chat (the chat routes, /v1/* and the model list); "
+            "make a key with scope 'full' for more",
+            code="insufficient_scope",
+        )
     return principal
+
+
+# What a `chat` API key may call (method, route template); deny by default, so a route added
+# later is never open to such keys by accident. /v1/* is the OpenAI-compatible surface.
+CHAT_SCOPE_ROUTES = frozenset(
+    {
+        ("POST", "/api/chat"),
+        ("GET", "/api/models"),
+        ("GET", "/api/auth/verify"),
+    }
+)
+
+
+def chat_scope_allows(request: Request) -> bool:
+    route = request.scope.get("route")
+    # the route's template (never the raw path); the chat fast path has no route object and
+    # serves exactly /api/chat and /v1/chat/completions
+    path = getattr(route, "path", None) or request.scope["path"]
+    return path.startswith("/v1/") or (request.method, path) in CHAT_SCOPE_ROUTES
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.base import utcnow
 from app.db.models import ApiKey, Role, User
 
 
@@ -79,3 +80,14 @@ class ApiKeyRepository:
 
     def add(self, key: ApiKey) -> None:
         self.session.add(key)
+
+    async def revoke_all(self, user_id: int) -> int:
+        """Revoke every live key of this user; how many were."""
+        stmt = (
+            update(ApiKey)
+            .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(stmt)
+        return int(getattr(result, "rowcount", 0) or 0)

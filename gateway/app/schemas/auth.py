@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from app.core.security import BCRYPT_MAX_BYTES
-from app.db.models import Role
+from app.db.models import KeyScope, Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 
@@ -95,6 +95,10 @@ class UpdateUserRequest(BaseModel):
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    scope: KeyScope = Field(
+        default=KeyScope.CHAT,
+        description="chat: the chat routes, /v1/* and the model list; full: what your role allows",
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -107,6 +111,7 @@ class ApiKeyOut(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    scope: KeyScope
 
 
 class ApiKeyCreated(ApiKeyOut):

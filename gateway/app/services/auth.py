@@ -24,7 +24,7 @@ from app.core.security import (
     verify_password,
 )
 from app.db.base import utcnow
-from app.db.models import ApiKey, User
+from app.db.models import ApiKey, KeyScope, User
 from app.repositories.users import ApiKeyRepository, UserRepository
 from app.schemas.auth import TokenResponse
 from app.services.login_throttle import LoginThrottle
@@ -49,13 +49,17 @@ class Principal:
     requests_per_minute: int | None = None
     max_concurrent_streams: int | None = None
     tokens_per_day: int | None = None
+    # an API key's scope (KeyScope); a password login (or dev mode) is "full"
+    scope: str = KeyScope.FULL.value
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
 
-def _principal(user: User, via: str, expires_at: int | None = None) -> Principal:
+def _principal(
+    user: User, via: str, expires_at: int | None = None, scope: str = KeyScope.FULL.value
+) -> Principal:
     return Principal(
         user.id,
         user.username,
@@ -65,6 +69,7 @@ def _principal(user: User, via: str, expires_at: int | None = None) -> Principal
         user.requests_per_minute,
         user.max_concurrent_streams,
         user.tokens_per_day,
+        scope,
     )
 
 
@@ -159,7 +164,7 @@ class AuthService:
         # one write per minute at most: last-used is informative, not worth a write per call
         if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
             record.last_used_at = now
-        return _principal(user, "api_key")
+        return _principal(user, "api_key", scope=record.scope)
 
     async def dev_principal(self) -> Principal:
         admin = await self.users.first_active_admin()
@@ -183,15 +188,32 @@ class AuthService:
         user.password_hash = await hash_password_async(new, self.settings.bcrypt_rounds)
         # every token issued so far stops working; the caller gets a fresh one
         user.token_version += 1
+        # and every API key: one minted by whoever knew the old password must not outlive it
+        revoked = await self.keys.revoke_all(user.id)
         self.session.info[AUTH_CHANGED] = True
         await self.session.flush()
-        log.info("password changed", user_id=user.id)
+        log.info("password changed", user_id=user.id, api_keys_revoked=revoked)
         return self.issue_token(user)
 
     # --- API keys ----------------------------------------------------------------------------
+    @staticmethod
+    def require_password_login(principal: Principal) -> None:
+        """Keys are made, listed and revoked with a password login only: a key that could mint
+        keys would let a stolen key outlive its revocation."""
+        if principal.via == "api_key":
+            raise Forbidden(
+                "API keys are managed with a password login, not with an API key",
+                code="password_login_required",
+            )
+
     async def create_api_key(
-        self, principal: Principal, name: str, expires_in_days: int | None
+        self,
+        principal: Principal,
+        name: str,
+        expires_in_days: int | None,
+        scope: KeyScope = KeyScope.CHAT,
     ) -> tuple[ApiKey, str]:
+        self.require_password_login(principal)
         secret = generate_api_key()
         expires_at = (
             datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
@@ -202,16 +224,19 @@ class AuthService:
             prefix=secret[:10],
             key_hash=hash_api_key(secret),
             expires_at=expires_at,
+            scope=scope.value,
         )
         self.keys.add(record)
         await self.session.flush()
-        log.info("api key created", user_id=principal.user_id, key_id=record.id)
+        log.info("api key created", user_id=principal.user_id, key_id=record.id, scope=scope.value)
         return record, secret
 
     async def list_api_keys(self, principal: Principal) -> list[ApiKey]:
+        self.require_password_login(principal)
         return await self.keys.for_user(principal.user_id)
 
     async def revoke_api_key(self, principal: Principal, key_id: int) -> None:
+        self.require_password_login(principal)
         record = await self.keys.owned(key_id, principal.user_id)
         if record is None:
             raise NotFound("API key not found")

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound
 from app.db.models import Role, User
-from app.repositories.users import UserRepository
+from app.repositories.users import ApiKeyRepository, UserRepository
 from app.schemas.auth import CreateUserRequest, UpdateUserRequest
 from app.services.auth import AUTH_CHANGED, Principal, hash_password_async
 
@@ -68,6 +68,8 @@ class UserAdminService:
             user.password_hash = await hash_password_async(
                 changes["password"], self.settings.bcrypt_rounds
             )
+            # a reset password ends the user's API keys too, as a change of their own does
+            await ApiKeyRepository(self.session).revoke_all(user.id)
         if changes.get("password") or changes.get("disabled") or "role" in changes:
             user.token_version += 1
         self.session.info[AUTH_CHANGED] = True

@@ -9,7 +9,8 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from app.db.base import Base
 from app.db.engine import create_engine
@@ -90,5 +91,37 @@ async def test_downgrade_to_base_and_up_again(empty_database: str, tmp_path: Pat
         async with engine.connect() as conn:
             assert await conn.run_sync(_schema) == before
             assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_keys_made_before_scopes_become_chat_keys(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Migration 0003 (issue 12 #8): keys that existed before scopes are narrowed to `chat`
+    (such a key may have been minted by a stolen key); new rows check the scope's values."""
+    engine = create_engine(make_settings(empty_database, tmp_path), empty_database)
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
+            await conn.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, disabled, token_version,"
+                    " created_at, updated_at) VALUES ('old', 'x', 'user', false, 0,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at)"
+                    " SELECT id, 'legacy', 'sk-old', 'h1', CURRENT_TIMESTAMP FROM users"
+                )
+            )
+            await conn.commit()
+        await migrate(engine)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT scope FROM api_keys"))).scalar_one() == "chat"
+            with pytest.raises(IntegrityError):
+                await conn.execute(text("UPDATE api_keys SET scope = 'admin'"))
     finally:
         await engine.dispose()

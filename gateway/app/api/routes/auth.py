@@ -48,7 +48,9 @@ async def change_password(
 async def create_key(
     body: ApiKeyCreate, principal: CurrentPrincipal, auth: AuthServiceDep
 ) -> ApiKeyCreated:
-    record, secret = await auth.create_api_key(principal, body.name, body.expires_in_days)
+    record, secret = await auth.create_api_key(
+        principal, body.name, body.expires_in_days, body.scope
+    )
     return ApiKeyCreated(**ApiKeyOut.model_validate(record).model_dump(), key=secret)
 
 
