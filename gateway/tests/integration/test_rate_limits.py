@@ -383,9 +383,9 @@ async def test_two_gateway_processes_share_one_limit(  # type: ignore[no-untyped
 async def test_first_request_after_redis_returns_is_served_and_counted(  # type: ignore[no-untyped-def]
     database_url: str, tmp_path: Path, simulator, own_redis: RedisServer, fail_closed: bool
 ) -> None:
-    """Issue 12 defect 11: the first chat request and the first login once Redis is back are
+    """Issue 12 defect 11: the first chat requests and the first login once Redis is back are
     answered (fail-closed used to refuse them with 503) and counted in Redis (fail-open used
-    to let that one through uncounted), whichever pooled connection they get."""
+    to let them through uncounted), whichever pooled connection they get."""
     await own_redis.wait_ready()
     settings = make_settings(
         database_url,
@@ -395,9 +395,11 @@ async def test_first_request_after_redis_returns_is_served_and_counted(  # type:
         rate_limit_requests_per_minute=100,
         rate_limit_concurrent_streams=50,
         rate_limit_fail_closed=fail_closed,
+        login_max_failures=3,
     )
     await empty_tables(database_url, settings)
     await sim_post(simulator, "/sim/reset", {"config": True})
+    bad = {"username": "admin", "password": "wrong"}
     async with LiveGateway(create_app(settings), free_port()) as gw:
         token = await _token(gw)
         async with gw.client(token) as c:
@@ -405,25 +407,24 @@ async def test_first_request_after_redis_returns_is_served_and_counted(  # type:
             # requests in several loop turns at once: the pool holds several connections
             many = [c.post("/v1/chat/completions", json=_chat()) for _ in range(8)]
             assert {r.status_code for r in await asyncio.gather(*many)} == {200}
-            bad = {"username": "admin", "password": "wrong"}
             assert (await c.post("/api/auth/login", json=bad)).status_code == 401
 
             own_redis.kill()
-            for _ in range(2):
+            for _ in range(2):  # chat only: the login throttle's connection stays as it was
                 r = await c.post("/v1/chat/completions", json=_chat())
                 assert r.status_code == (503 if fail_closed else 200)
-                r = await c.post("/api/auth/login", json=bad)
-                assert r.status_code == (503 if fail_closed else 401)
             own_redis.start()
             await own_redis.wait_ready()
 
             first = await c.post("/v1/chat/completions", json=_chat())
             assert first.status_code == 200, first.text
             assert first.headers["X-RateLimit-Remaining"] == "99"
-            good = {"username": "test", "password": "test"}
-            assert (await c.post("/api/auth/login", json=good)).status_code == 200
             again = [c.post("/v1/chat/completions", json=_chat()) for _ in range(8)]
             assert {r.status_code for r in await asyncio.gather(*again)} == {200}
+            # the login throttle too: answered, and every failure counted (Redis came back
+            # empty, so 3 failures from now on, then 429)
+            logins = [(await c.post("/api/auth/login", json=bad)).status_code for _ in range(4)]
+            assert logins == [401, 401, 401, 429], logins
 
         redis = Redis.from_url(own_redis.url)
         try:
