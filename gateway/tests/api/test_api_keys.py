@@ -246,3 +246,27 @@ class TestKeyScopesAndRevocation:
         assert r.status_code == 200, r.text
         assert_error(await client.get("/api/auth/verify", headers=key), 401, "invalid_api_key")
         assert (await client.get("/api/auth/verify", headers=admin_key)).status_code == 200
+
+
+async def test_chat_key_is_refused_on_every_other_route(
+    client: httpx.AsyncClient, app, user_headers: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Deny by default: every API route of the app, with a chat key, is 403 unless it is on
+    the chat allow-list (a route added later stays closed to chat keys until listed)."""
+    from app.api.deps import CHAT_SCOPE_ROUTES
+
+    _, chat = await _key(client, user_headers)
+    checked = 0
+    for template, operations in app.openapi()["paths"].items():
+        if not template.startswith("/api/") or template == "/api/auth/login":
+            continue  # the login takes no credential
+        path = "/".join("1" if part.startswith("{") else part for part in template.split("/"))
+        for method in operations:
+            method = method.upper()
+            r = await client.request(method, path, headers=chat, json={})
+            if (method, template) in CHAT_SCOPE_ROUTES:
+                assert r.status_code != 403, (method, template, r.text)
+            else:
+                assert_error(r, 403, "insufficient_scope")
+                checked += 1
+    assert checked >= 20
