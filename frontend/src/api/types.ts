@@ -90,9 +90,20 @@ export interface UsageStats {
   requests: number;
   prompt_tokens: number;
   completion_tokens: number;
+  /** status >= 400 except 499 */
   errors: number;
+  /** client-closed requests (499): the user stopped or left */
+  cancelled: number;
+  errors_by_code: Record<string, number>;
   avg_ttft_ms: number | null;
   avg_latency_ms: number | null;
+  /** percentiles over completed requests */
+  p50_ttft_ms: number | null;
+  p95_ttft_ms: number | null;
+  p99_ttft_ms: number | null;
+  p50_latency_ms: number | null;
+  p95_latency_ms: number | null;
+  p99_latency_ms: number | null;
 }
 
 export interface UsageGroup extends UsageStats {
