@@ -9,6 +9,8 @@ export interface SwitchResult {
   target: string;
   outcome: SwitchOutcome;
   error: string | null;
+  /** the gateway's error code when the request itself was refused (the UI words it) */
+  code?: string;
   reasons?: string[];
   at: number;
 }
@@ -23,6 +25,8 @@ export interface ModelState {
   error: ApiError | null;
   /** false when the gateway has no model manager (404) */
   available: boolean;
+  /** the served model's context length from /api/models (null: not known) */
+  servedMaxModelLen: number | null;
 }
 
 export const initialModelState: ModelState = {
@@ -32,6 +36,7 @@ export const initialModelState: ModelState = {
   lastResult: null,
   error: null,
   available: true,
+  servedMaxModelLen: null,
 };
 
 export const useModelStore = create<ModelState>(() => ({ ...initialModelState }));
@@ -60,6 +65,16 @@ export async function refreshModelStatus(signal?: AbortSignal): Promise<ModelSta
     const error = err instanceof ApiError ? err : new ApiError(0, 'network_error', String(err));
     useModelStore.setState({ error, available: error.status !== 404 });
     return null;
+  }
+}
+
+/** The served model's context length (works without a model manager too). */
+export async function refreshServedModels(): Promise<void> {
+  try {
+    const { models } = await modelsApi.served();
+    useModelStore.setState({ servedMaxModelLen: models[0]?.max_model_len ?? null });
+  } catch {
+    // unknown: the prompt is then not checked before sending
   }
 }
 
@@ -97,7 +112,14 @@ export async function requestSwitch(profileId: string): Promise<void> {
     useModelStore.setState({
       switchingTo: null,
       error,
-      lastResult: { target: profileId, outcome: 'failed', error: error.message, reasons: error.reasons, at: Date.now() },
+      lastResult: {
+        target: profileId,
+        outcome: 'failed',
+        error: error.message,
+        code: error.code,
+        reasons: error.reasons,
+        at: Date.now(),
+      },
     });
   }
 }

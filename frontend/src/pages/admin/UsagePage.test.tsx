@@ -84,7 +84,7 @@ describe('UsagePage', () => {
   it('speaks Korean', async () => {
     useLangStore.setState({ lang: 'ko' });
     render(<UsagePage admin />);
-    expect((await screen.findAllByText('취소됨')).length).toBeGreaterThan(0);
-    expect(screen.getAllByText('(모델 없음: 거부된 요청)').length).toBeGreaterThan(0);
+    expect((await screen.findAllByText('(모델 없음: 거부된 요청)')).length).toBeGreaterThan(0);
+    expect(screen.getAllByText('취소됨').length).toBeGreaterThan(0);
   });
 });
