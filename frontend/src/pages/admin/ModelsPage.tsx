@@ -177,7 +177,7 @@ export default function ModelsPage() {
                           disabled={!p.compatible || mm.isSwitching}
                           data-testid={`switch-to-${p.id}`}
                           onClick={() => setConfirming(p.id)}
-                          className="rounded-lg border border-slate-300 px-2.5 py-1 text-xs hover:bg-slate-50 disabled:cursor-not-allowed disabled:opacity-40 dark:border-slate-700 dark:hover:bg-slate-900"
+                          className="whitespace-nowrap rounded-lg border border-slate-300 px-2.5 py-1 text-xs hover:bg-slate-50 disabled:cursor-not-allowed disabled:opacity-40 dark:border-slate-700 dark:hover:bg-slate-900"
                         >
                           {t('switchTo')}
                         </button>
