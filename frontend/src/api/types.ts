@@ -145,6 +145,14 @@ export interface ProfileView {
   hardware_requirements?: HardwareRequirements;
   compatible?: boolean;
   incompatible_reasons?: string[];
+  /** the same reasons as data, one per reason (the UI words them in its language) */
+  incompatible_details?: ReasonDetail[];
+}
+
+/** One incompatibility reason: a code and its numbers (gateway model_manager/compatibility.py). */
+export interface ReasonDetail {
+  code: string;
+  [param: string]: unknown;
 }
 
 export interface GpuInfo {
@@ -207,6 +215,7 @@ export interface HardwareRecommendations {
   compatible_profiles: string[];
   incompatible_profiles: string[];
   incompatible_reasons?: Record<string, string[]>;
+  incompatible_details?: Record<string, ReasonDetail[]>;
 }
 
 export interface SwitchResponse {

@@ -28,6 +28,18 @@ describe('server errors in the UI language', () => {
     expect(reasonText(tKo, 'something new')).toBe('something new');
   });
 
+  it('words the reasons from their data when the API gives it', () => {
+    const text = 'needs 2 GPUs (tensor parallel 2), found 0 -- any wording';
+    expect(reasonText(tKo, text, { code: 'not_enough_gpus', needed: 2, tensor_parallel: 2, found: 0 })).toBe(
+      'GPU 2개가 필요합니다 (텐서 병렬 2), 감지된 GPU: 0개',
+    );
+    expect(reasonText(tKo, 'x', { code: 'pinned_gpu_missing', missing: [1, 3] })).toBe('GPU 1, 3에 고정되어 있지만, 해당 GPU가 없습니다');
+    expect(reasonText(tEn, 'x', { code: 'not_enough_vram', needed_gb: 40, available_gb: 23.99 })).toBe(
+      'needs 40 GB of GPU memory, the GPUs it would use have 24 GB',
+    );
+    expect(reasonText(tKo, 'as the server says', { code: 'unknown_code' })).toBe('as the server says');
+  });
+
   it('has every key in both languages', () => {
     expect(Object.keys(en).sort()).toEqual(Object.keys(ko).sort());
   });

@@ -60,8 +60,35 @@ const REASONS: [RegExp, (m: RegExpExecArray, t: Translate) => string][] = [
   [/^the GPU probe failed: (.*)$/, (m, t) => t('reason_probe', { m: m[1]! })],
 ];
 
-/** One incompatibility reason of the model manager, translated when it has a known form. */
-export function reasonText(t: Translate, reason: string): string {
+const num = (v: unknown): string => (typeof v === 'number' ? String(Math.round(v * 10) / 10) : String(v ?? '?'));
+
+/** The model manager's reasons as data: {code, numbers} → a sentence. */
+const DETAILS: Record<string, (d: Record<string, unknown>, t: Translate) => string> = {
+  not_enough_gpus: (d, t) => t('reason_gpus', { needed: num(d.needed), tp: num(d.tensor_parallel), found: num(d.found) }),
+  not_enough_vram: (d, t) => t('reason_vram', { need: num(d.needed_gb), have: num(d.available_gb) }),
+  pinned_gpu_missing: (d, t) => t('reason_pinned', { ids: Array.isArray(d.missing) ? d.missing.join(', ') : num(d.missing) }),
+  gpu_share_too_small: (d, t) =>
+    t('reason_per_gpu', {
+      gpu: num(d.gpu),
+      name: String(d.name ?? ''),
+      util: num(d.utilization),
+      total: num(d.total_gb),
+      usable: num(d.usable_gb),
+      need: num(d.needed_gb),
+    }),
+  gpu_probe_failed: (d, t) => t('reason_probe', { m: String(d.error ?? '') }),
+};
+
+/**
+ * One incompatibility reason of the model manager in the UI language: from its data (`detail`,
+ * the API's `incompatible_details`) when given, else from the English text's known forms, else
+ * the text as the server wrote it.
+ */
+export function reasonText(t: Translate, reason: string, detail?: unknown): string {
+  if (detail && typeof detail === 'object' && typeof (detail as { code?: unknown }).code === 'string') {
+    const render = DETAILS[(detail as { code: string }).code];
+    if (render) return render(detail as Record<string, unknown>, t);
+  }
   for (const [pattern, render] of REASONS) {
     const match = pattern.exec(reason);
     if (match) return render(match, t);

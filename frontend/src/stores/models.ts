@@ -1,7 +1,7 @@
 import { create } from 'zustand';
 import { modelsApi } from '../api/endpoints';
 import { ApiError } from '../api/errors';
-import type { HardwareRecommendations, ModelStatusResponse, ProfileView } from '../api/types';
+import type { HardwareRecommendations, ModelStatusResponse, ProfileView, ReasonDetail } from '../api/types';
 
 export type SwitchOutcome = 'success' | 'failed' | 'rolled_back';
 
@@ -12,6 +12,7 @@ export interface SwitchResult {
   /** the gateway's error code when the request itself was refused (the UI words it) */
   code?: string;
   reasons?: string[];
+  details?: ReasonDetail[];
   at: number;
 }
 
@@ -118,6 +119,7 @@ export async function requestSwitch(profileId: string): Promise<void> {
         error: error.message,
         code: error.code,
         reasons: error.reasons,
+        details: error.details as ReasonDetail[],
         at: Date.now(),
       },
     });
@@ -130,6 +132,8 @@ export interface ProfileChoice {
   description: string;
   compatible: boolean;
   reasons: string[];
+  /** the reasons as data, index for index (may be shorter: an older gateway sends none) */
+  details: ReasonDetail[];
 }
 
 /** Profiles merged with the hardware recommendations (either may call one incompatible). */
@@ -147,13 +151,16 @@ export function profileChoices(
   return [...ids]
     .map((id) => {
       const p = profiles?.[id];
-      const reasons = recommendations?.incompatible_reasons?.[id] ?? p?.incompatible_reasons ?? [];
+      const fromRecommendations = recommendations?.incompatible_reasons?.[id];
+      const reasons = fromRecommendations ?? p?.incompatible_reasons ?? [];
+      const details = (fromRecommendations ? recommendations?.incompatible_details?.[id] : p?.incompatible_details) ?? [];
       return {
         id,
         name: p?.name || id,
         description: p?.description ?? '',
         compatible: !incompatible.has(id) && p?.compatible !== false,
         reasons,
+        details,
       };
     })
     .sort((a, b) => Number(b.compatible) - Number(a.compatible) || rank(a.id) - rank(b.id));

@@ -10,6 +10,8 @@ export interface ModelOptionInfo {
   /** false: shown disabled, with `reasons` on hover */
   compatible?: boolean;
   reasons?: string[];
+  /** the reasons as data, index for index (worded in the UI language) */
+  details?: unknown[];
 }
 
 export interface ModelSelectorProps {
@@ -175,8 +177,8 @@ export function ModelSelector({
                     <p className="font-semibold">{t('incompatible')}</p>
                     {info.reasons && info.reasons.length > 0 && (
                       <ul className="mt-1 list-disc pl-4">
-                        {info.reasons.map((r) => (
-                          <li key={r}>{reasonText(t, r)}</li>
+                        {info.reasons.map((r, i) => (
+                          <li key={r}>{reasonText(t, r, info.details?.[i])}</li>
                         ))}
                       </ul>
                     )}

@@ -24,7 +24,7 @@ export function ModelSelectorContainer() {
   const models = useMemo(() => {
     const out: Record<string, ModelOptionInfo> = {};
     for (const p of mm.profiles) {
-      out[p.id] = { name: p.name, description: p.description, compatible: p.compatible, reasons: p.reasons };
+      out[p.id] = { name: p.name, description: p.description, compatible: p.compatible, reasons: p.reasons, details: p.details };
     }
     return out;
   }, [mm.profiles]);
@@ -34,7 +34,7 @@ export function ModelSelectorContainer() {
   const resultError = result
     ? [
         result.code && result.error ? serverErrorText(t, { code: result.code, message: result.error, retryAfter: null }) : result.error,
-        ...(result.reasons ?? []).map((r) => reasonText(t, r)),
+        ...(result.reasons ?? []).map((r, i) => reasonText(t, r, result.details?.[i])),
       ]
         .filter(Boolean)
         .join('\n') || null

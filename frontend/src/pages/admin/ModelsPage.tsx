@@ -161,8 +161,8 @@ export default function ModelsPage() {
                         <>
                           <span className="text-red-700 dark:text-red-400">{t('incompatible')}</span>
                           <ul className="list-disc pl-4">
-                            {p.reasons.map((r) => (
-                              <li key={r}>{reasonText(t, r)}</li>
+                            {p.reasons.map((r, i) => (
+                              <li key={r}>{reasonText(t, r, p.details[i])}</li>
                             ))}
                           </ul>
                         </>
