@@ -35,6 +35,9 @@ test('admin switches the model: 전환 중... then 전환 완료, and chats with
   await login(page, 'admin', 'admin123');
   await page.getByTestId('model-selector').click();
   await page.getByTestId('model-option-simulator-alt').click();
+  // it changes every user's model: asked first, and nothing starts before the answer
+  await expect(page.getByTestId('confirm-dialog')).toContainText(status.available_profiles['simulator-alt']!.name);
+  await page.getByTestId('confirm-button').click();
   await expect(page.getByText('전환 중...')).toBeVisible();
   await expect(page.getByTestId('model-selector')).toBeDisabled();
   await screenshot(page, '08-switching');

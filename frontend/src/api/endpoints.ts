@@ -51,6 +51,9 @@ export const settingsApi = {
 };
 
 export const modelsApi = {
+  /** the models the gateway serves now, with their context length */
+  served: () =>
+    apiJson<{ models: { id: string; name: string; status: string; max_model_len?: number | null }[] }>('/api/models'),
   status: (signal?: AbortSignal) => apiJson<ModelStatusResponse>('/api/models/status', { signal }),
   recommendations: (signal?: AbortSignal) =>
     apiJson<HardwareRecommendations>('/api/models/hardware-recommendations', { signal }),

@@ -6,12 +6,14 @@ export class ApiError extends Error {
   /** seconds, from `Retry-After` (429, 503) */
   readonly retryAfter: number | null;
   readonly reasons: string[];
+  /** `details` of the body: the reasons as data (e.g. why a profile cannot run) */
+  readonly details: unknown[];
 
   constructor(
     status: number,
     code: string,
     message: string,
-    opts: { requestId?: string | null; retryAfter?: number | null; reasons?: string[] } = {},
+    opts: { requestId?: string | null; retryAfter?: number | null; reasons?: string[]; details?: unknown[] } = {},
   ) {
     super(message);
     this.name = 'ApiError';
@@ -20,11 +22,12 @@ export class ApiError extends Error {
     this.requestId = opts.requestId ?? null;
     this.retryAfter = opts.retryAfter ?? null;
     this.reasons = opts.reasons ?? [];
+    this.details = opts.details ?? [];
   }
 }
 
 interface ErrorBody {
-  error?: { code?: unknown; message?: unknown; request_id?: unknown; reasons?: unknown };
+  error?: { code?: unknown; message?: unknown; request_id?: unknown; reasons?: unknown; details?: unknown };
 }
 
 /** The error inside an SSE `data: {"error": ...}` event or a JSON error body. */
@@ -34,7 +37,8 @@ export function errorFromBody(status: number, body: unknown, retryAfter: number 
   const message = typeof err?.message === 'string' ? err.message : `HTTP ${status}`;
   const reasons = Array.isArray(err?.reasons) ? err.reasons.filter((r): r is string => typeof r === 'string') : [];
   const requestId = typeof err?.request_id === 'string' ? err.request_id : null;
-  return new ApiError(status, code, message, { requestId, retryAfter, reasons });
+  const details = Array.isArray(err?.details) ? (err.details as unknown[]) : [];
+  return new ApiError(status, code, message, { requestId, retryAfter, reasons, details });
 }
 
 export function parseRetryAfter(value: string | null): number | null {

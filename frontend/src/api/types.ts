@@ -90,9 +90,20 @@ export interface UsageStats {
   requests: number;
   prompt_tokens: number;
   completion_tokens: number;
+  /** status >= 400 except 499 */
   errors: number;
+  /** client-closed requests (499): the user stopped or left */
+  cancelled: number;
+  errors_by_code: Record<string, number>;
   avg_ttft_ms: number | null;
   avg_latency_ms: number | null;
+  /** percentiles over completed requests */
+  p50_ttft_ms: number | null;
+  p95_ttft_ms: number | null;
+  p99_ttft_ms: number | null;
+  p50_latency_ms: number | null;
+  p95_latency_ms: number | null;
+  p99_latency_ms: number | null;
 }
 
 export interface UsageGroup extends UsageStats {
@@ -134,6 +145,14 @@ export interface ProfileView {
   hardware_requirements?: HardwareRequirements;
   compatible?: boolean;
   incompatible_reasons?: string[];
+  /** the same reasons as data, one per reason (the UI words them in its language) */
+  incompatible_details?: ReasonDetail[];
+}
+
+/** One incompatibility reason: a code and its numbers (gateway model_manager/compatibility.py). */
+export interface ReasonDetail {
+  code: string;
+  [param: string]: unknown;
 }
 
 export interface GpuInfo {
@@ -196,6 +215,7 @@ export interface HardwareRecommendations {
   compatible_profiles: string[];
   incompatible_profiles: string[];
   incompatible_reasons?: Record<string, string[]>;
+  incompatible_details?: Record<string, ReasonDetail[]>;
 }
 
 export interface SwitchResponse {

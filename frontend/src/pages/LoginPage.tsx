@@ -1,9 +1,10 @@
 import { Bot, Loader2 } from 'lucide-react';
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { authApi } from '../api/endpoints';
 import { ApiError } from '../api/errors';
 import { LanguageSwitcher } from '../components/layout/LanguageSwitcher';
 import { useT } from '../i18n';
+import { anyErrorText } from '../i18n/serverErrors';
 import { useAuth } from '../stores/auth';
 
 export function LoginPage() {
@@ -13,16 +14,38 @@ export function LoginPage() {
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  // a lockout (429 with Retry-After): the moment the form may be sent again, and a countdown
+  const [lockedUntil, setLockedUntil] = useState<number | null>(null);
+  const [now, setNow] = useState(() => Date.now());
+  const lockLeft = lockedUntil ? Math.max(0, Math.ceil((lockedUntil - now) / 1000)) : 0;
+
+  useEffect(() => {
+    if (!lockedUntil) return;
+    const timer = setInterval(() => {
+      setNow(Date.now());
+      if (Date.now() >= lockedUntil) {
+        clearInterval(timer);
+        setLockedUntil(null);
+        setError(null);
+      }
+    }, 250);
+    return () => clearInterval(timer);
+  }, [lockedUntil]);
 
   const submit = async () => {
+    if (lockLeft > 0) return;
     setBusy(true);
     setError(null);
     try {
       const token = await authApi.login(username.trim(), password);
       login(token.access_token, token.expires_in);
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : String(err));
+      setError(err);
+      if (err instanceof ApiError && err.status === 429 && err.retryAfter) {
+        setNow(Date.now());
+        setLockedUntil(Date.now() + err.retryAfter * 1000);
+      }
     } finally {
       setBusy(false);
     }
@@ -58,12 +81,18 @@ export function LoginPage() {
           {t('password')}
           <input data-testid="login-password" type="password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.target.value)} className="rounded-lg border border-slate-300 bg-white px-3 py-2 dark:border-slate-700 dark:bg-slate-950" />
         </label>
-        {error && (
-          <p role="alert" data-testid="login-error" className="text-sm text-red-600">
-            {error}
+        {lockLeft > 0 ? (
+          <p role="alert" data-testid="login-error" data-code="rate_limited" className="text-sm text-red-600">
+            <span data-testid="login-countdown">{t('loginLocked', { s: lockLeft })}</span>
           </p>
+        ) : (
+          error !== null && (
+            <p role="alert" data-testid="login-error" className="text-sm text-red-600">
+              {anyErrorText(t, error)}
+            </p>
+          )
         )}
-        <button type="submit" data-testid="login-submit" disabled={busy} className="flex items-center justify-center gap-2 rounded-lg bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-500 disabled:opacity-60">
+        <button type="submit" data-testid="login-submit" disabled={busy || lockLeft > 0} className="flex items-center justify-center gap-2 rounded-lg bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-500 disabled:opacity-60">
           {busy && <Loader2 className="h-4 w-4 animate-spin" aria-hidden />}
           {busy ? t('loggingIn') : t('login')}
         </button>

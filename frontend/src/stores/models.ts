@@ -1,7 +1,7 @@
 import { create } from 'zustand';
 import { modelsApi } from '../api/endpoints';
 import { ApiError } from '../api/errors';
-import type { HardwareRecommendations, ModelStatusResponse, ProfileView } from '../api/types';
+import type { HardwareRecommendations, ModelStatusResponse, ProfileView, ReasonDetail } from '../api/types';
 
 export type SwitchOutcome = 'success' | 'failed' | 'rolled_back';
 
@@ -9,7 +9,10 @@ export interface SwitchResult {
   target: string;
   outcome: SwitchOutcome;
   error: string | null;
+  /** the gateway's error code when the request itself was refused (the UI words it) */
+  code?: string;
   reasons?: string[];
+  details?: ReasonDetail[];
   at: number;
 }
 
@@ -23,6 +26,8 @@ export interface ModelState {
   error: ApiError | null;
   /** false when the gateway has no model manager (404) */
   available: boolean;
+  /** the served model's context length from /api/models (null: not known) */
+  servedMaxModelLen: number | null;
 }
 
 export const initialModelState: ModelState = {
@@ -32,6 +37,7 @@ export const initialModelState: ModelState = {
   lastResult: null,
   error: null,
   available: true,
+  servedMaxModelLen: null,
 };
 
 export const useModelStore = create<ModelState>(() => ({ ...initialModelState }));
@@ -60,6 +66,16 @@ export async function refreshModelStatus(signal?: AbortSignal): Promise<ModelSta
     const error = err instanceof ApiError ? err : new ApiError(0, 'network_error', String(err));
     useModelStore.setState({ error, available: error.status !== 404 });
     return null;
+  }
+}
+
+/** The served model's context length (works without a model manager too). */
+export async function refreshServedModels(): Promise<void> {
+  try {
+    const { models } = await modelsApi.served();
+    useModelStore.setState({ servedMaxModelLen: models[0]?.max_model_len ?? null });
+  } catch {
+    // unknown: the prompt is then not checked before sending
   }
 }
 
@@ -97,7 +113,15 @@ export async function requestSwitch(profileId: string): Promise<void> {
     useModelStore.setState({
       switchingTo: null,
       error,
-      lastResult: { target: profileId, outcome: 'failed', error: error.message, reasons: error.reasons, at: Date.now() },
+      lastResult: {
+        target: profileId,
+        outcome: 'failed',
+        error: error.message,
+        code: error.code,
+        reasons: error.reasons,
+        details: error.details as ReasonDetail[],
+        at: Date.now(),
+      },
     });
   }
 }
@@ -108,6 +132,8 @@ export interface ProfileChoice {
   description: string;
   compatible: boolean;
   reasons: string[];
+  /** the reasons as data, index for index (may be shorter: an older gateway sends none) */
+  details: ReasonDetail[];
 }
 
 /** Profiles merged with the hardware recommendations (either may call one incompatible). */
@@ -125,13 +151,16 @@ export function profileChoices(
   return [...ids]
     .map((id) => {
       const p = profiles?.[id];
-      const reasons = recommendations?.incompatible_reasons?.[id] ?? p?.incompatible_reasons ?? [];
+      const fromRecommendations = recommendations?.incompatible_reasons?.[id];
+      const reasons = fromRecommendations ?? p?.incompatible_reasons ?? [];
+      const details = (fromRecommendations ? recommendations?.incompatible_details?.[id] : p?.incompatible_details) ?? [];
       return {
         id,
         name: p?.name || id,
         description: p?.description ?? '',
         compatible: !incompatible.has(id) && p?.compatible !== false,
         reasons,
+        details,
       };
     })
     .sort((a, b) => Number(b.compatible) - Number(a.compatible) || rank(a.id) - rank(b.id));

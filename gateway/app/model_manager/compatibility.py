@@ -20,27 +20,45 @@ def check_compatibility(profile: ModelProfile, hw: HardwareInfo) -> Compatibilit
     if profile.cpu_only:
         return Compatibility(True, True, True, True)
     reasons: list[str] = []
+    # the same reasons as data (a code and its numbers), for clients that word them themselves
+    details: list[dict[str, Any]] = []
+
+    def reason(text: str, code: str, **params: Any) -> None:
+        reasons.append(text)
+        details.append({"code": code, **params})
+
     needed = profile.gpus_needed
     if hw.error and not hw.gpus:
-        reasons.append(f"the GPU probe failed: {hw.error}")
+        reason(f"the GPU probe failed: {hw.error}", "gpu_probe_failed", error=hw.error)
     sufficient_gpus = hw.gpu_count >= needed
     if not sufficient_gpus:
-        reasons.append(
+        reason(
             f"needs {needed} GPU{'s' if needed != 1 else ''} "
-            f"(tensor parallel {profile.tensor_parallel_size}), found {hw.gpu_count}"
+            f"(tensor parallel {profile.tensor_parallel_size}), found {hw.gpu_count}",
+            "not_enough_gpus",
+            needed=needed,
+            tensor_parallel=profile.tensor_parallel_size,
+            found=hw.gpu_count,
         )
     if profile.gpu_ids:
         missing = sorted(set(profile.gpu_ids) - {g.index for g in hw.gpus})
         if missing:
             sufficient_gpus = False
-            reasons.append(f"pinned to GPU {', '.join(map(str, missing))}, which is not present")
+            reason(
+                f"pinned to GPU {', '.join(map(str, missing))}, which is not present",
+                "pinned_gpu_missing",
+                missing=missing,
+            )
     used = _gpus_used(profile, hw)
     need_gb = profile.hardware_requirements.min_vram_gb
     total_gb = sum(g.memory_total_gb for g in used)
     sufficient_vram = total_gb >= need_gb and (bool(used) or need_gb == 0)
     if not sufficient_vram:
-        reasons.append(
-            f"needs {need_gb:g} GB of GPU memory, the GPUs it would use have {total_gb:.1f} GB"
+        reason(
+            f"needs {need_gb:g} GB of GPU memory, the GPUs it would use have {total_gb:.1f} GB",
+            "not_enough_vram",
+            needed_gb=need_gb,
+            available_gb=round(total_gb, 1),
         )
     # vLLM takes `gpu_memory_utilization` of every GPU it uses: the model's share of each must fit
     per_gpu_fit = True
@@ -50,9 +68,16 @@ def check_compatibility(profile: ModelProfile, hw: HardwareInfo) -> Compatibilit
             usable = gpu.memory_total_gb * profile.gpu_memory_utilization
             if usable < share:
                 per_gpu_fit = False
-                reasons.append(
+                reason(
                     f"GPU {gpu.index} ({gpu.name}): {profile.gpu_memory_utilization:g} x "
-                    f"{gpu.memory_total_gb:.1f} GB = {usable:.1f} GB usable, needs {share:.1f} GB"
+                    f"{gpu.memory_total_gb:.1f} GB = {usable:.1f} GB usable, needs {share:.1f} GB",
+                    "gpu_share_too_small",
+                    gpu=gpu.index,
+                    name=gpu.name,
+                    utilization=profile.gpu_memory_utilization,
+                    total_gb=round(gpu.memory_total_gb, 1),
+                    usable_gb=round(usable, 1),
+                    needed_gb=round(share, 1),
                 )
     return Compatibility(
         compatible=not reasons,
@@ -60,6 +85,7 @@ def check_compatibility(profile: ModelProfile, hw: HardwareInfo) -> Compatibilit
         sufficient_vram=sufficient_vram,
         per_gpu_fit=per_gpu_fit,
         reasons=reasons,
+        details=details,
     )
 
 
@@ -82,4 +108,5 @@ def recommend(profiles: Mapping[str, ModelProfile], hw: HardwareInfo) -> dict[st
         "compatible_profiles": compatible,
         "incompatible_profiles": [pid for pid, c in results.items() if not c.compatible],
         "incompatible_reasons": {pid: c.reasons for pid, c in results.items() if not c.compatible},
+        "incompatible_details": {pid: c.details for pid, c in results.items() if not c.compatible},
     }

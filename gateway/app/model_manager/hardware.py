@@ -211,6 +211,8 @@ class Compatibility:
     sufficient_vram: bool
     per_gpu_fit: bool
     reasons: list[str] = field(default_factory=list)
+    # one per reason: {"code": ..., its numbers} (clients translate these, not the English)
+    details: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -219,4 +221,5 @@ class Compatibility:
             "sufficient_vram": self.sufficient_vram,
             "per_gpu_fit": self.per_gpu_fit,
             "reasons": list(self.reasons),
+            "details": list(self.details),
         }

@@ -399,7 +399,7 @@ class ModelManager:
         if not compat.compatible:
             raise IncompatibleHardware(
                 f"profile {profile_id!r} cannot run on this hardware: " + "; ".join(compat.reasons),
-                extra={"reasons": compat.reasons},
+                extra={"reasons": compat.reasons, "details": compat.details},
             )
         async with self._lock:  # compare-and-swap: exactly one switch begins
             if self._task is not None and not self._task.done():
@@ -576,6 +576,7 @@ class ModelManager:
             compat = check_compatibility(profile, hw)
             view["compatible"] = compat.compatible
             view["incompatible_reasons"] = compat.reasons
+            view["incompatible_details"] = compat.details
             views[pid] = view
         return views
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, String, and_, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -49,6 +49,10 @@ class UsageFilter:
     user_id: int | None = None
 
 
+CLIENT_CLOSED = 499  # the client went away: a cancellation, not an error
+PERCENTILES = (0.5, 0.95, 0.99)
+
+
 @dataclass(frozen=True, slots=True)
 class UsageAggregate:
     """Sums per group; averages are left to the caller so that groups add up exactly."""
@@ -58,10 +62,33 @@ class UsageAggregate:
     prompt_tokens: int
     completion_tokens: int
     errors: int
+    cancelled: int
     ttft_sum: int
     ttft_count: int
     latency_sum: int
     latency_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """p50/p95/p99 of TTFT and latency (ms) of one group's completed requests; None: no values."""
+
+    ttft: tuple[float | None, ...]
+    latency: tuple[float | None, ...]
+
+
+NO_PERCENTILES = Percentiles((None,) * len(PERCENTILES), (None,) * len(PERCENTILES))
+
+
+def percentile_cont(values: Sequence[int], q: float) -> float | None:
+    """Postgres' percentile_cont (linear interpolation between the nearest ranks) in Python."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +120,18 @@ def _int_sum(column: Any) -> ColumnElement[int]:
     return func.coalesce(func.sum(column), 0)
 
 
+def _is_error() -> ColumnElement[bool]:
+    return and_(RequestLog.status_code >= 400, RequestLog.status_code != CLIENT_CLOSED)
+
+
+def _group_key(group_by: GroupBy) -> ColumnElement[Any] | InstrumentedAttribute[Any]:
+    if group_by == "day":
+        return utc_day(RequestLog.created_at)
+    if group_by == "model":
+        return RequestLog.model
+    return User.username
+
+
 class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -114,20 +153,15 @@ class UsageRepository:
         return set((await self.session.execute(stmt)).scalars())
 
     async def aggregate(self, flt: UsageFilter, group_by: GroupBy) -> list[UsageAggregate]:
-        key: ColumnElement[Any] | InstrumentedAttribute[Any]
-        if group_by == "day":
-            key = utc_day(RequestLog.created_at)
-        elif group_by == "model":
-            key = RequestLog.model
-        else:
-            key = User.username
+        key = _group_key(group_by)
         stmt = (
             select(
                 key.label("key"),
                 func.count(RequestLog.id),
                 _int_sum(RequestLog.prompt_tokens),
                 _int_sum(RequestLog.completion_tokens),
-                _int_sum(case((RequestLog.status_code >= 400, 1), else_=0)),
+                _int_sum(case((_is_error(), 1), else_=0)),
+                _int_sum(case((RequestLog.status_code == CLIENT_CLOSED, 1), else_=0)),
                 _int_sum(RequestLog.ttft_ms),
                 func.count(RequestLog.ttft_ms),
                 _int_sum(RequestLog.latency_ms),
@@ -143,6 +177,84 @@ class UsageRepository:
             UsageAggregate(None if row[0] is None else str(row[0]), *(int(v) for v in row[1:]))
             for row in rows
         ]
+
+    async def errors_by_code(
+        self, flt: UsageFilter, group_by: GroupBy
+    ) -> dict[str | None, dict[str, int]]:
+        """Error counts per group and error code (the status code where a row has none)."""
+        key = _group_key(group_by)
+        code = func.coalesce(RequestLog.error_code, cast(RequestLog.status_code, String))
+        stmt = (
+            select(key.label("key"), code.label("code"), func.count(RequestLog.id))
+            .where(*_where(flt), _is_error())
+            .group_by(key, code)
+        )
+        if group_by == "user":
+            stmt = stmt.outerjoin(User, User.id == RequestLog.user_id)
+        out: dict[str | None, dict[str, int]] = {}
+        for row_key, row_code, count in (await self.session.execute(stmt)).all():
+            group = None if row_key is None else str(row_key)
+            out.setdefault(group, {})[str(row_code)] = int(count)
+        return out
+
+    async def percentiles(
+        self, flt: UsageFilter, group_by: GroupBy | None
+    ) -> dict[str | None, Percentiles]:
+        """TTFT and latency percentiles of completed requests (status < 400) per group, or of
+        the whole window under the key None when group_by is None.
+
+        Postgres computes them (percentile_cont); SQLite has no such aggregate, so its values
+        are read and interpolated the same way here.
+        """
+        key = None if group_by is None else _group_key(group_by)
+        conds = [*_where(flt), RequestLog.status_code < 400]
+        if self.session.get_bind().dialect.name == "postgresql":
+            return await self._percentiles_in_sql(key, group_by, conds)
+        cols: list[Any] = [RequestLog.ttft_ms, RequestLog.latency_ms]
+        stmt = select(*(cols if key is None else [key.label("key"), *cols])).where(*conds)
+        if group_by == "user":
+            stmt = stmt.outerjoin(User, User.id == RequestLog.user_id)
+        values: dict[str | None, tuple[list[int], list[int]]] = {}
+        for row in (await self.session.execute(stmt)).all():
+            group = None if key is None or row[0] is None else str(row[0])
+            ttft, latency = row[-2], row[-1]
+            ttfts, latencies = values.setdefault(group, ([], []))
+            if ttft is not None:
+                ttfts.append(int(ttft))
+            if latency is not None:
+                latencies.append(int(latency))
+        return {
+            group: Percentiles(
+                tuple(percentile_cont(ttfts, q) for q in PERCENTILES),
+                tuple(percentile_cont(latencies, q) for q in PERCENTILES),
+            )
+            for group, (ttfts, latencies) in values.items()
+        }
+
+    async def _percentiles_in_sql(
+        self,
+        key: ColumnElement[Any] | InstrumentedAttribute[Any] | None,
+        group_by: GroupBy | None,
+        conds: list[ColumnElement[bool]],
+    ) -> dict[str | None, Percentiles]:
+        aggs = [
+            func.percentile_cont(q).within_group(column)
+            for column in (RequestLog.ttft_ms, RequestLog.latency_ms)
+            for q in PERCENTILES
+        ]
+        if key is None:
+            stmt = select(*aggs).where(*conds)
+        else:
+            stmt = select(key.label("key"), *aggs).where(*conds).group_by(key)
+        if group_by == "user":
+            stmt = stmt.outerjoin(User, User.id == RequestLog.user_id)
+        n = len(PERCENTILES)
+        out: dict[str | None, Percentiles] = {}
+        for row in (await self.session.execute(stmt)).all():
+            group = None if key is None or row[0] is None else str(row[0])
+            vals = [None if v is None else float(v) for v in row[-2 * n :]]
+            out[group] = Percentiles(tuple(vals[:n]), tuple(vals[n:]))
+        return out
 
     async def export_page(
         self, flt: UsageFilter, *, after: tuple[datetime, int] | None, limit: int

@@ -89,9 +89,19 @@ class UsageStats(BaseModel):
     requests: int
     prompt_tokens: int
     completion_tokens: int
-    errors: int = Field(description="rows with status_code >= 400")
+    errors: int = Field(description="rows with status_code >= 400, except 499 (cancelled)")
+    cancelled: int = Field(description="requests the client closed (499): not errors")
+    errors_by_code: dict[str, int] = Field(
+        description="error rows per error code (the status code where the row has none)"
+    )
     avg_ttft_ms: float | None
     avg_latency_ms: float | None
+    p50_ttft_ms: float | None = Field(description="percentiles over completed requests (< 400)")
+    p95_ttft_ms: float | None
+    p99_ttft_ms: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p99_latency_ms: float | None
 
 
 class UsageGroup(UsageStats):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Forbidden
 from app.repositories.usage import (
+    NO_PERCENTILES,
     GroupBy,
+    Percentiles,
     UsageAggregate,
     UsageExportRow,
     UsageFilter,
@@ -37,15 +40,34 @@ def _avg(total: int, count: int) -> float | None:
     return round(total / count, 1) if count else None
 
 
-def _stats(aggs: Iterable[UsageAggregate]) -> UsageStats:
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _stats(
+    aggs: Iterable[UsageAggregate], codes: Iterable[dict[str, int]], pct: Percentiles
+) -> UsageStats:
     aggs = list(aggs)
+    by_code: Counter[str] = Counter()
+    for c in codes:
+        by_code.update(c)
+    p50_ttft, p95_ttft, p99_ttft = (_ms(v) for v in pct.ttft)
+    p50_latency, p95_latency, p99_latency = (_ms(v) for v in pct.latency)
     return UsageStats(
         requests=sum(a.requests for a in aggs),
         prompt_tokens=sum(a.prompt_tokens for a in aggs),
         completion_tokens=sum(a.completion_tokens for a in aggs),
         errors=sum(a.errors for a in aggs),
+        cancelled=sum(a.cancelled for a in aggs),
+        errors_by_code=dict(sorted(by_code.items(), key=lambda kv: (-kv[1], kv[0]))),
         avg_ttft_ms=_avg(sum(a.ttft_sum for a in aggs), sum(a.ttft_count for a in aggs)),
         avg_latency_ms=_avg(sum(a.latency_sum for a in aggs), sum(a.latency_count for a in aggs)),
+        p50_ttft_ms=p50_ttft,
+        p95_ttft_ms=p95_ttft,
+        p99_ttft_ms=p99_ttft,
+        p50_latency_ms=p50_latency,
+        p95_latency_ms=p95_latency,
+        p99_latency_ms=p99_latency,
     )
 
 
@@ -60,9 +82,23 @@ class UsageService:
         flt = UsageFilter(start=window.start, end=window.end, user_id=user_id)
         aggs = await self.usage.aggregate(flt, group_by)
         aggs.sort(key=lambda a: (a.key is None, a.key or ""))
-        groups = [UsageGroup(key=a.key, **_stats([a]).model_dump()) for a in aggs]
+        codes = await self.usage.errors_by_code(flt, group_by)
+        # percentiles do not add up over groups: the window's own are a query of their own
+        pcts = await self.usage.percentiles(flt, group_by)
+        total_pct = (await self.usage.percentiles(flt, None)).get(None, NO_PERCENTILES)
+        groups = [
+            UsageGroup(
+                key=a.key,
+                **_stats([a], [codes.get(a.key, {})], pcts.get(a.key, NO_PERCENTILES)).model_dump(),
+            )
+            for a in aggs
+        ]
         return UsageReport(
-            from_=flt.start, to=flt.end, group_by=group_by, totals=_stats(aggs), groups=groups
+            from_=flt.start,
+            to=flt.end,
+            group_by=group_by,
+            totals=_stats(aggs, codes.values(), total_pct),
+            groups=groups,
         )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, text
 
 from app.db.base import utcnow
 from app.db.models import RequestLog, User
-from app.repositories.usage import UsageFilter, UsageRepository
+from app.repositories.usage import UsageFilter, UsageRepository, percentile_cont
 from app.schemas.usage import CSV_COLUMNS
 from tests.conftest import assert_error
 
@@ -105,6 +105,9 @@ async def known_rows(app: FastAPI) -> dict[str, int]:
     return ids
 
 
+NO_P: tuple[float | None, ...] = (None, None, None)
+
+
 def stats(
     requests: int,
     prompt: int,
@@ -112,15 +115,30 @@ def stats(
     errors: int,
     ttft: float | None,
     latency: float | None,
+    *,
+    cancelled: int = 0,
+    codes: dict[str, int] | None = None,
+    ttft_p: tuple[float | None, ...] = NO_P,
+    latency_p: tuple[float | None, ...] = NO_P,
 ) -> dict[str, Any]:
+    """The expected stats; ttft_p and latency_p are (p50, p95, p99)."""
     return {
         "requests": requests,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "errors": errors,
+        "cancelled": cancelled,
+        "errors_by_code": codes or {},
         "avg_ttft_ms": ttft,
         "avg_latency_ms": latency,
+        **{f"p{q}_ttft_ms": v for q, v in zip((50, 95, 99), ttft_p, strict=True)},
+        **{f"p{q}_latency_ms": v for q, v in zip((50, 95, 99), latency_p, strict=True)},
     }
+
+
+UPSTREAM = {"upstream_error": 1}
+# the test user's completed requests r1 and r3: TTFT 100, 300 and latency 1000, 3000
+TEST_P = {"ttft_p": (200.0, 290.0, 298.0), "latency_p": (2000.0, 2900.0, 2980.0)}
 
 
 class TestAccess:
@@ -179,10 +197,27 @@ class TestOwnUsage:
         assert at(body["from"]) == at("2024-01-01T00:00:00Z")
         assert at(body["to"]) == at("2024-02-01T00:00:00Z")  # a bare `to` date is included
         # only the test user's rows: not the admin's, not the deleted user's, not December's
-        assert body["totals"] == stats(3, 16, 22, 1, 200.0, 1350.0)
+        assert body["totals"] == stats(3, 16, 22, 1, 200.0, 1350.0, codes=UPSTREAM, **TEST_P)
         assert body["groups"] == [
-            {"key": "2024-01-01", **stats(2, 15, 20, 1, 100.0, 525.0)},
-            {"key": "2024-01-02", **stats(1, 1, 2, 0, 300.0, 3000.0)},
+            {
+                "key": "2024-01-01",
+                # the 502's latency counts in the average, not in the percentiles
+                **stats(
+                    2,
+                    15,
+                    20,
+                    1,
+                    100.0,
+                    525.0,
+                    codes=UPSTREAM,
+                    ttft_p=(100.0,) * 3,
+                    latency_p=(1000.0,) * 3,
+                ),
+            },
+            {
+                "key": "2024-01-02",
+                **stats(1, 1, 2, 0, 300.0, 3000.0, ttft_p=(300.0,) * 3, latency_p=(3000.0,) * 3),
+            },
         ]
 
     async def test_by_model(
@@ -190,10 +225,10 @@ class TestOwnUsage:
     ) -> None:
         r = await client.get(f"/api/usage?{JAN}&group_by=model", headers=user_headers)
         body = r.json()
-        assert body["totals"] == stats(3, 16, 22, 1, 200.0, 1350.0)
+        assert body["totals"] == stats(3, 16, 22, 1, 200.0, 1350.0, codes=UPSTREAM, **TEST_P)
         assert body["groups"] == [
-            {"key": "a", **stats(2, 11, 22, 0, 200.0, 2000.0)},
-            {"key": "b", **stats(1, 5, 0, 1, None, 50.0)},
+            {"key": "a", **stats(2, 11, 22, 0, 200.0, 2000.0, **TEST_P)},
+            {"key": "b", **stats(1, 5, 0, 1, None, 50.0, codes=UPSTREAM)},
         ]
 
     async def test_one_day_window_and_datetimes(
@@ -234,6 +269,8 @@ class TestOwnUsage:
     async def test_no_rows(self, client: httpx.AsyncClient, user_headers: dict[str, str]) -> None:
         body = (await client.get(f"/api/usage?{JAN}", headers=user_headers)).json()
         assert body["totals"] == stats(0, 0, 0, 0, None, None)
+        body = (await client.get(f"/api/usage?{JAN}&group_by=model", headers=user_headers)).json()
+        assert body["totals"] == stats(0, 0, 0, 0, None, None)
         assert body["groups"] == []
 
 
@@ -244,7 +281,17 @@ class TestAdminUsage:
         r = await client.get(f"/api/admin/usage?{JAN}&group_by=user", headers=admin_headers)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["totals"] == stats(5, 123, 230, 2, 150.0, 1137.5)
+        assert body["totals"] == stats(
+            5,
+            123,
+            230,
+            2,
+            150.0,
+            1137.5,
+            codes={"rate_limited": 1, "upstream_error": 1},
+            ttft_p=(100.0, 280.0, 296.0),  # r1, r3, r4: not the 429 nor the 502
+            latency_p=(1000.0, 2800.0, 2960.0),
+        )
         assert [(g["key"], g["requests"]) for g in body["groups"]] == [
             ("admin", 1),
             ("test", 3),
@@ -270,7 +317,9 @@ class TestAdminUsage:
         r = await client.get(
             f"/api/admin/usage?{JAN}&user_id={known_rows['admin']}", headers=admin_headers
         )
-        assert r.json()["totals"] == stats(1, 100, 200, 0, 50.0, 500.0)
+        assert r.json()["totals"] == stats(
+            1, 100, 200, 0, 50.0, 500.0, ttft_p=(50.0,) * 3, latency_p=(500.0,) * 3
+        )
 
     async def test_own_report_of_an_admin_is_still_own(
         self, client: httpx.AsyncClient, admin_headers: dict[str, str], known_rows: dict[str, int]
@@ -378,3 +427,89 @@ class TestExport:
     ) -> None:
         r = await client.get(f"/api/usage/export.csv?{JAN}", headers=user_headers)
         assert read_csv(r) == []
+
+
+class TestCancellationsErrorsAndPercentiles:
+    """Issue 13 #4: 499s are cancellations, errors are counted per code, and one runaway
+    answer moves p99, not p50."""
+
+    @pytest.fixture
+    async def day_of_traffic(self, app: FastAPI) -> None:
+        test = (await user_ids(app))["test"]
+        day = at("2024-01-10T12:00:00Z")
+        served = [{"latency_ms": i * 10, "ttft_ms": i * 20} for i in range(1, 100)]
+        served.append({"latency_ms": 43_423, "ttft_ms": 5_000})  # the runaway answer
+        rows: list[dict[str, Any]] = [{"model": "m", **r} for r in served]
+        rows += [  # the user pressed Stop: the gateway records 499
+            {"model": "m", "status_code": 499, "error_code": "client_closed", "latency_ms": 5}
+        ] * 3
+        rows += [
+            # refused before a model was chosen: no model on the row
+            {"model": None, "status_code": 429, "error_code": "rate_limited"},
+            {"model": None, "status_code": 429, "error_code": "rate_limited"},
+            {"model": "m", "status_code": 502, "error_code": "upstream_error", "latency_ms": 9},
+            {"model": "m", "status_code": 500, "latency_ms": 9},  # no error code: its status
+        ]
+        await insert_rows(app, [{"user_id": test, "created_at": day, **r} for r in rows])
+
+    async def test_totals(
+        self,
+        client: httpx.AsyncClient,
+        user_headers: dict[str, str],
+        day_of_traffic: None,
+    ) -> None:
+        body = (await client.get(f"/api/usage?{JAN}", headers=user_headers)).json()
+        totals = body["totals"]
+        assert totals["requests"] == 107
+        assert totals["cancelled"] == 3
+        assert totals["errors"] == 4
+        assert totals["errors_by_code"] == {"rate_limited": 2, "500": 1, "upstream_error": 1}
+        # percentile_cont over the 100 served answers, the same on SQLite and Postgres
+        assert (
+            totals["p50_latency_ms"],
+            totals["p95_latency_ms"],
+            totals["p99_latency_ms"],
+        ) == (505.0, 950.5, 1414.3)
+        assert (totals["p50_ttft_ms"], totals["p95_ttft_ms"], totals["p99_ttft_ms"]) == (
+            1010.0,
+            1901.0,
+            2010.2,
+        )
+        assert body["groups"][0]["p50_latency_ms"] == 505.0  # the one day
+
+    async def test_by_model_keeps_refusals_apart(
+        self,
+        client: httpx.AsyncClient,
+        user_headers: dict[str, str],
+        day_of_traffic: None,
+    ) -> None:
+        body = (await client.get(f"/api/usage?{JAN}&group_by=model", headers=user_headers)).json()
+        groups = {g["key"]: g for g in body["groups"]}
+        assert list(groups) == ["m", None]  # the no-model group last
+        assert groups["m"]["requests"] == 105
+        assert groups["m"]["cancelled"] == 3
+        assert groups["m"]["errors_by_code"] == {"500": 1, "upstream_error": 1}
+        assert groups["m"]["p99_latency_ms"] == 1414.3
+        refused = groups[None]
+        assert (refused["requests"], refused["errors"], refused["cancelled"]) == (2, 2, 0)
+        assert refused["errors_by_code"] == {"rate_limited": 2}
+        assert refused["p50_latency_ms"] is None
+
+    async def test_admin_by_user(
+        self,
+        client: httpx.AsyncClient,
+        admin_headers: dict[str, str],
+        day_of_traffic: None,
+    ) -> None:
+        r = await client.get(f"/api/admin/usage?{JAN}&group_by=user", headers=admin_headers)
+        (group,) = r.json()["groups"]
+        assert (group["key"], group["cancelled"], group["errors"]) == ("test", 3, 4)
+        assert group["p50_latency_ms"] == 505.0
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([], 0.5, None), ([7], 0.99, 7.0), ([1, 2], 0.5, 1.5), ([4, 1, 3, 2], 0.0, 1.0)],
+)
+def test_percentile_cont_matches_postgres(values: list[int], q: float, expected: float) -> None:
+    assert percentile_cont(values, q) == expected

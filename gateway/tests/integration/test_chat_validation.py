@@ -114,3 +114,13 @@ async def test_anonymous_chat_is_401(start_gateway, simulator) -> None:  # type:
                 response = await (c.get(path) if path.endswith("models") else c.post(path, json={}))
                 assert_error(response, 401)
         assert (await sim_get(simulator, "/sim/stats"))["requests_total"] == 0
+
+
+async def test_ui_model_list_names_the_context_length(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    """The UI warns before sending a prompt that cannot fit: it needs the served max_model_len."""
+    async with start_gateway() as gw:
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+        async with gw.client(token) as c:
+            models = (await c.get("/api/models")).json()["models"]
+    assert [(m["id"], m["max_model_len"]) for m in models] == [("simulator-model", 4096)]

@@ -260,6 +260,7 @@ class TestStartAndStatus:
             assert profiles["simulator"]["compatible"] is True
             assert profiles["gpu-big"]["compatible"] is False
             assert profiles["gpu-big"]["incompatible_reasons"][0].startswith("needs 2 GPUs")
+            assert profiles["gpu-big"]["incompatible_details"][0]["code"] == "not_enough_gpus"
             r = await m.client.get("/api/models/profiles", headers=m.user)
             assert r.json()["current_profile"] == "simulator"
             assert set(r.json()["profiles"]) == set(PROFILES)
@@ -292,6 +293,10 @@ class TestStartAndStatus:
             assert err["reasons"] == [
                 "needs 2 GPUs (tensor parallel 2), found 0",
                 "needs 40 GB of GPU memory, the GPUs it would use have 0.0 GB",
+            ]
+            assert err["details"] == [
+                {"code": "not_enough_gpus", "needed": 2, "tensor_parallel": 2, "found": 0},
+                {"code": "not_enough_vram", "needed_gb": 40, "available_gb": 0.0},
             ]
             for body in ({}, {"profile_id": 5}, {"profile_id": ""}, {"profile": "x"}):
                 r = await m.client.post("/api/models/switch", json=body, headers=m.admin)

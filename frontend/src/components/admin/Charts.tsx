@@ -74,14 +74,14 @@ export function LineChart({ labels, series, title }: { labels: string[]; series:
 }
 
 /** Horizontal bars, one per category (model, user). */
-export function BarChart({ rows, title, color }: { rows: { label: string; value: number }[]; title: string; color: string }) {
+export function BarChart({ rows, title, color, testId }: { rows: { label: string; value: number }[]; title: string; color: string; testId?: string }) {
   const max = Math.max(1, ...rows.map((r) => r.value));
   return (
-    <figure className="rounded-xl border border-slate-200 p-3 dark:border-slate-800">
+    <figure data-testid={testId} className="rounded-xl border border-slate-200 p-3 dark:border-slate-800">
       <figcaption className="mb-2 text-sm font-medium">{title}</figcaption>
       <div className="flex flex-col gap-1.5">
         {rows.map((r) => (
-          <div key={r.label} className="grid grid-cols-[minmax(0,9rem)_1fr_auto] items-center gap-2 text-xs">
+          <div key={r.label} data-testid="bar-row" className="grid grid-cols-[minmax(0,9rem)_1fr_auto] items-center gap-2 text-xs">
             <span className="truncate" title={r.label}>{r.label}</span>
             <div className="h-3 rounded bg-slate-100 dark:bg-slate-800">
               <div className="h-3 rounded" style={{ width: `${(r.value / max) * 100}%`, background: color }} />

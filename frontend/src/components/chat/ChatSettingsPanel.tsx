@@ -2,6 +2,7 @@ import { X } from 'lucide-react';
 import { useEffect, useState } from 'react';
 import { conversationsApi } from '../../api/endpoints';
 import { useLangStore, useT } from '../../i18n';
+import { anyErrorText } from '../../i18n/serverErrors';
 import { useChat } from '../../stores/chat';
 import { useSettings } from '../../stores/settings';
 
@@ -15,28 +16,45 @@ export function ChatSettingsPanel({ onClose }: { onClose: () => void }) {
   const [prompt, setPrompt] = useState(systemPrompt);
   const [defaultPrompt, setDefaultPrompt] = useState(defaults?.system_prompt ?? '');
   const [note, setNote] = useState<string | null>(null);
+  const [failed, setFailed] = useState<string | null>(null);
+  // the prompt as last saved: the button says "Saved" until the text changes again
+  const [savedPrompt, setSavedPrompt] = useState<string | null>(null);
 
   useEffect(() => setPrompt(systemPrompt), [systemPrompt, conversationId]);
+  useEffect(() => setSavedPrompt(null), [conversationId]);
   useEffect(() => setDefaultPrompt(defaults?.system_prompt ?? ''), [defaults]);
 
   const applyPrompt = async () => {
-    set({ systemPrompt: prompt });
-    if (conversationId) {
-      await conversationsApi.update(conversationId, { system_prompt: prompt.trim() ? prompt : null });
+    setFailed(null);
+    try {
+      if (conversationId) {
+        await conversationsApi.update(conversationId, { system_prompt: prompt.trim() ? prompt : null });
+      }
+      set({ systemPrompt: prompt });
+      setSavedPrompt(prompt);
+    } catch (err) {
+      setFailed(t('saveFailed', { m: anyErrorText(t, err) }));
     }
-    setNote(t('save'));
   };
 
   const storeDefaults = async () => {
-    await saveDefaults({
-      system_prompt: defaultPrompt.trim() ? defaultPrompt : null,
-      temperature,
-      top_p: defaults?.top_p ?? null,
-      max_tokens: maxTokens,
-      language: lang,
-    });
-    setNote(t('savedDefault'));
+    setFailed(null);
+    setNote(null);
+    try {
+      await saveDefaults({
+        system_prompt: defaultPrompt.trim() ? defaultPrompt : null,
+        // null (never touched): the model's own default stays the default
+        temperature,
+        top_p: defaults?.top_p ?? null,
+        max_tokens: maxTokens,
+        language: lang,
+      });
+      setNote(t('savedDefault'));
+    } catch (err) {
+      setFailed(t('saveFailed', { m: anyErrorText(t, err) }));
+    }
   };
+  const promptSaved = savedPrompt !== null && savedPrompt === prompt;
 
   const field = 'w-full rounded-lg border border-slate-300 bg-white px-3 py-2 text-sm dark:border-slate-700 dark:bg-slate-900';
   return (
@@ -60,22 +78,41 @@ export function ChatSettingsPanel({ onClose }: { onClose: () => void }) {
           onChange={(e) => setPrompt(e.target.value)}
           className={field}
         />
-        <button type="button" data-testid="save-system-prompt" onClick={() => void applyPrompt()} className="self-end rounded-lg bg-indigo-600 px-3 py-1.5 text-sm text-white hover:bg-indigo-500">
-          {t('save')}
+        <button
+          type="button"
+          data-testid="save-system-prompt"
+          onClick={() => void applyPrompt()}
+          className={`self-end rounded-lg px-3 py-1.5 text-sm text-white ${promptSaved ? 'bg-emerald-600' : 'bg-indigo-600 hover:bg-indigo-500'}`}
+        >
+          {promptSaved ? t('saved') : t('save')}
         </button>
       </label>
       <label className="flex flex-col gap-1 text-sm">
-        <span className="flex justify-between font-medium">
-          {t('temperature')} <span className="font-mono">{temperature ?? `${t('default')}`}</span>
+        <span className="flex items-center justify-between gap-2 font-medium">
+          {t('temperature')}
+          <span className="flex items-center gap-2">
+            <span data-testid="temperature-value" className="font-mono">
+              {temperature === null ? t('modelDefault') : temperature.toFixed(2)}
+            </span>
+            {temperature !== null && (
+              <button type="button" data-testid="temperature-reset" onClick={() => set({ temperature: null })} className="text-xs text-indigo-600 hover:underline">
+                {t('useDefault')}
+              </button>
+            )}
+          </span>
         </span>
+        {/* untouched, no value is sent and the model's own default applies: the thumb is dimmed
+            in the middle instead of claiming a number */}
         <input
           type="range"
           min={0}
           max={2}
           step={0.05}
           data-testid="temperature"
-          value={temperature ?? 0.7}
+          aria-valuetext={temperature === null ? t('modelDefault') : String(temperature)}
+          value={temperature ?? 1}
           onChange={(e) => set({ temperature: Number(e.target.value) })}
+          className={temperature === null ? 'opacity-40' : ''}
         />
       </label>
       <label className="flex flex-col gap-1 text-sm">
@@ -99,6 +136,11 @@ export function ChatSettingsPanel({ onClose }: { onClose: () => void }) {
         {t('saveAsDefault')}
       </button>
       {note && <p role="status" className="text-xs text-emerald-700 dark:text-emerald-400">{note}</p>}
+      {failed && (
+        <p role="alert" className="text-xs text-red-600">
+          {failed}
+        </p>
+      )}
     </aside>
   );
 }

@@ -33,8 +33,40 @@ describe('ModelSelector', () => {
     render(<ModelSelector models={models} currentModel="deepseek-r1-distill-qwen-14b" onModelChange={onModelChange} isLoading={false} />);
     await user.click(screen.getByRole('button'));
     await user.click(screen.getByText('Phi-3 Mini 3.8B'));
-    expect(onModelChange).toHaveBeenCalledWith('phi3-mini');
     expect(screen.queryByRole('listbox')).not.toBeInTheDocument();
+    // it changes the model of every user: asked first
+    expect(onModelChange).not.toHaveBeenCalled();
+    expect(screen.getByTestId('confirm-dialog')).toHaveTextContent('Phi-3 Mini 3.8B');
+    await user.click(screen.getByTestId('confirm-button'));
+    expect(onModelChange).toHaveBeenCalledWith('phi3-mini');
+    expect(screen.queryByTestId('confirm-dialog')).not.toBeInTheDocument();
+  });
+
+  it('switches nothing when the confirmation is cancelled', async () => {
+    const user = userEvent.setup();
+    const onModelChange = vi.fn();
+    render(<ModelSelector models={models} currentModel="deepseek-r1-distill-qwen-14b" onModelChange={onModelChange} isLoading={false} />);
+    await user.click(screen.getByTestId('model-selector'));
+    await user.click(screen.getByText('Phi-3 Mini 3.8B'));
+    await user.click(screen.getByText('취소'));
+    expect(screen.queryByTestId('confirm-dialog')).not.toBeInTheDocument();
+    expect(onModelChange).not.toHaveBeenCalled();
+  });
+
+  it('names the target while a switch runs', () => {
+    render(
+      <ModelSelector models={models} currentModel="deepseek-r1-distill-qwen-14b" onModelChange={vi.fn()} isLoading switchTarget="phi3-mini" />,
+    );
+    expect(screen.getByTestId('switching-label')).toHaveTextContent('Phi-3 Mini 3.8B(으)로 전환 중...');
+  });
+
+  it('gives the incompatibility reasons in Korean', async () => {
+    const user = userEvent.setup();
+    const gpu = { 'tp2': { name: 'TP2 model', compatible: false, reasons: ['needs 2 GPUs (tensor parallel 2), found 0'] } };
+    render(<ModelSelector models={gpu} currentModel={null} onModelChange={vi.fn()} isLoading={false} />);
+    await user.click(screen.getByTestId('model-selector'));
+    await user.hover(screen.getByTestId('model-option-tp2'));
+    expect(screen.getByRole('tooltip')).toHaveTextContent('GPU 2개가 필요합니다 (텐서 병렬 2), 감지된 GPU: 0개');
   });
 
   it('is locked and says 전환 중... while a switch runs', () => {

@@ -1,6 +1,8 @@
 import { Check, ChevronDown, CircleAlert, Cpu, Loader2 } from 'lucide-react';
 import { useEffect, useRef, useState } from 'react';
 import { useT } from '../../i18n';
+import { reasonText } from '../../i18n/serverErrors';
+import { ConfirmDialog } from '../ui/ConfirmDialog';
 
 export interface ModelOptionInfo {
   name: string;
@@ -8,6 +10,8 @@ export interface ModelOptionInfo {
   /** false: shown disabled, with `reasons` on hover */
   compatible?: boolean;
   reasons?: string[];
+  /** the reasons as data, index for index (worded in the UI language) */
+  details?: unknown[];
 }
 
 export interface ModelSelectorProps {
@@ -23,6 +27,8 @@ export interface ModelSelectorProps {
   resultError?: string | null;
   /** users who may not switch see the list but cannot pick */
   canSwitch?: boolean;
+  /** the profile a running switch goes to: named while it runs */
+  switchTarget?: string | null;
 }
 
 /** Current model, its profiles (incompatible ones disabled with their reasons), switching state. */
@@ -35,9 +41,12 @@ export function ModelSelector({
   result,
   resultError,
   canSwitch = true,
+  switchTarget = null,
 }: ModelSelectorProps) {
   const t = useT();
   const [open, setOpen] = useState(false);
+  // switching changes the model of every user: it is asked for, not done on one click
+  const [confirming, setConfirming] = useState<string | null>(null);
   const [hovered, setHovered] = useState<string | null>(null);
   const root = useRef<HTMLDivElement>(null);
 
@@ -57,10 +66,11 @@ export function ModelSelector({
   }, [open]);
 
   const currentName = (currentModel && models[currentModel]?.name) || currentModel || t('noModel');
+  const nameOf = (id: string) => models[id]?.name || id;
   const pick = (id: string, info: ModelOptionInfo) => {
     if (info.compatible === false || !canSwitch || id === currentModel) return;
     setOpen(false);
-    onModelChange(id);
+    setConfirming(id);
   };
 
   return (
@@ -80,11 +90,13 @@ export function ModelSelector({
         ) : (
           <Cpu className="h-4 w-4 shrink-0 text-indigo-500" aria-hidden />
         )}
-        <span data-testid="current-model" className="truncate font-medium">
+        <span data-testid="current-model" className={`truncate font-medium ${isLoading && switchTarget ? 'hidden sm:inline' : ''}`}>
           {currentName}
         </span>
         {isLoading && (
-          <span className="shrink-0 text-amber-600 dark:text-amber-400">{t('switching')}</span>
+          <span data-testid="switching-label" className="min-w-0 truncate text-amber-600 dark:text-amber-400">
+            {switchTarget ? t('switchingTo', { m: nameOf(switchTarget) }) : t('switching')}
+          </span>
         )}
         <ChevronDown className="h-4 w-4 shrink-0 opacity-60" aria-hidden />
       </button>
@@ -111,7 +123,8 @@ export function ModelSelector({
         <ul
           role="listbox"
           aria-label={t('selectModel')}
-          className="absolute left-0 top-full z-30 mt-1 max-h-[70vh] w-[min(24rem,calc(100vw-1rem))] overflow-y-auto rounded-xl border border-slate-200 bg-white p-1 shadow-xl dark:border-slate-700 dark:bg-slate-900"
+          data-testid="model-listbox"
+          className="fixed inset-x-2 top-14 z-30 mt-1 max-h-[70vh] overflow-y-auto sm:absolute sm:inset-x-auto sm:left-0 sm:top-full sm:w-[24rem] rounded-xl border border-slate-200 bg-white p-1 shadow-xl dark:border-slate-700 dark:bg-slate-900"
         >
           {!canSwitch && <li className="px-3 py-2 text-xs text-slate-500">{t('adminOnlySwitch')}</li>}
           {Object.entries(models).map(([id, info]) => {
@@ -164,8 +177,8 @@ export function ModelSelector({
                     <p className="font-semibold">{t('incompatible')}</p>
                     {info.reasons && info.reasons.length > 0 && (
                       <ul className="mt-1 list-disc pl-4">
-                        {info.reasons.map((r) => (
-                          <li key={r}>{r}</li>
+                        {info.reasons.map((r, i) => (
+                          <li key={r}>{reasonText(t, r, info.details?.[i])}</li>
                         ))}
                       </ul>
                     )}
@@ -175,6 +188,19 @@ export function ModelSelector({
             );
           })}
         </ul>
+      )}
+      {confirming && (
+        <ConfirmDialog
+          message={t('confirmSwitch', { m: nameOf(confirming) })}
+          confirmLabel={t('switchTo')}
+          danger={false}
+          onCancel={() => setConfirming(null)}
+          onConfirm={() => {
+            const id = confirming;
+            setConfirming(null);
+            onModelChange(id);
+          }}
+        />
       )}
     </div>
   );

@@ -1,5 +1,6 @@
 import type { ApiError } from '../../api/errors';
 import type { Translate } from '../../i18n';
+import { knownErrorCode, serverErrorText } from '../../i18n/serverErrors';
 
 /** What the user reads for a failed answer (the wait included when the gateway gave one). */
 export function describeError(t: Translate, error: ApiError, waitS: number | null): string {
@@ -16,6 +17,7 @@ export function describeError(t: Translate, error: ApiError, waitS: number | nul
     case 'network_error':
       return t('errNetwork');
     default:
+      if (knownErrorCode(error.code) && error.code !== 'upstream_error') return serverErrorText(t, error);
       return error.status >= 500 || error.code.startsWith('upstream')
         ? t('errUpstream', { m: error.message })
         : t('errGeneric', { m: error.message });

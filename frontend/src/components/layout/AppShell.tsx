@@ -68,10 +68,12 @@ export function AppShell({ children }: { children: ReactNode }) {
                 <SlidersHorizontal className="h-4 w-4" aria-hidden />
               </button>
             )}
-            <div className="hidden sm:block">
-              <LanguageSwitcher />
-            </div>
-            <button type="button" data-testid="logout" onClick={() => logout()} title={`${t('logout')} (${session?.username ?? ''})`} aria-label={t('logout')} className="flex items-center gap-1 rounded-lg p-1.5 text-sm hover:bg-slate-100 dark:hover:bg-slate-800">
+            <LanguageSwitcher />
+            <button type="button" data-testid="logout" onClick={() => {
+                logout();
+                // the address of the conversation is not where a logged-out tab stays
+                navigate({ name: 'login' });
+              }} title={`${t('logout')} (${session?.username ?? ''})`} aria-label={t('logout')} className="flex items-center gap-1 rounded-lg p-1.5 text-sm hover:bg-slate-100 dark:hover:bg-slate-800">
               <LogOut className="h-4 w-4" aria-hidden />
               <span className="hidden text-xs text-slate-500 xl:inline">{session?.username}</span>
             </button>

@@ -13,6 +13,8 @@ import { ConversationItem } from './ConversationItem';
 export function Sidebar({ onNavigate }: { onNavigate: () => void }) {
   const t = useT();
   const { items, nextCursor, loading, load, loadMore, rename, remove } = useConversations();
+  // the query the shown list answers (the input may be ahead of it while typing)
+  const listedQuery = useConversations((s) => s.query);
   const activeId = useChat((s) => s.conversationId);
   const navigate = useRouter((s) => s.navigate);
   const [query, setQuery] = useState(useConversations.getState().query);
@@ -98,7 +100,11 @@ export function Sidebar({ onNavigate }: { onNavigate: () => void }) {
           {nextCursor && <li ref={sentinel} aria-hidden className="h-4" />}
         </ul>
         {loading && <p className="px-3 py-2 text-xs text-slate-500">{t('loadingMore')}</p>}
-        {!loading && items.length === 0 && <p className="px-3 py-2 text-xs text-slate-500">{t('noConversations')}</p>}
+        {!loading && items.length === 0 && (
+          <p data-testid="conversations-empty" className="px-3 py-2 text-xs text-slate-500">
+            {listedQuery ? t('noResults') : t('noConversations')}
+          </p>
+        )}
       </div>
       {deleting && (
         <ConfirmDialog message={t('confirmDelete')} onConfirm={() => void confirmDelete()} onCancel={() => setDeleting(null)} />

@@ -6,10 +6,16 @@ export function ConfirmDialog({
   message,
   onConfirm,
   onCancel,
+  confirmLabel,
+  danger = true,
 }: {
   message: string;
   onConfirm: () => void;
   onCancel: () => void;
+  /** default: Delete */
+  confirmLabel?: string;
+  /** red confirm button (default) or the app's accent */
+  danger?: boolean;
 }) {
   const t = useT();
   const cancel = useRef<HTMLButtonElement>(null);
@@ -33,8 +39,13 @@ export function ConfirmDialog({
           <button ref={cancel} type="button" onClick={onCancel} className="rounded-lg border border-slate-300 px-3 py-1.5 text-sm hover:bg-slate-50 dark:border-slate-700 dark:hover:bg-slate-800">
             {t('cancel')}
           </button>
-          <button type="button" data-testid="confirm-button" onClick={onConfirm} className="rounded-lg bg-red-600 px-3 py-1.5 text-sm font-medium text-white hover:bg-red-500">
-            {t('delete')}
+          <button
+            type="button"
+            data-testid="confirm-button"
+            onClick={onConfirm}
+            className={`rounded-lg px-3 py-1.5 text-sm font-medium text-white ${danger ? 'bg-red-600 hover:bg-red-500' : 'bg-indigo-600 hover:bg-indigo-500'}`}
+          >
+            {confirmLabel ?? t('delete')}
           </button>
         </div>
       </div>

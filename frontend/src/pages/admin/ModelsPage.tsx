@@ -1,9 +1,12 @@
 import { RefreshCw } from 'lucide-react';
 import { useState } from 'react';
 import { modelsApi } from '../../api/endpoints';
+import { ConfirmDialog } from '../../components/ui/ConfirmDialog';
 import { Meter } from '../../components/admin/Charts';
 import { useModelManagement } from '../../hooks/useModelManagement';
 import { useT } from '../../i18n';
+import { refreshModelStatus } from '../../stores/models';
+import { anyErrorText, reasonText } from '../../i18n/serverErrors';
 
 const STATUS_COLORS: Record<string, string> = {
   running: 'bg-emerald-100 text-emerald-800 dark:bg-emerald-900/40 dark:text-emerald-200',
@@ -23,6 +26,10 @@ export default function ModelsPage() {
   const t = useT();
   const mm = useModelManagement({ autoLoad: true, pollMs: 3000 });
   const [reloading, setReloading] = useState(false);
+  // what the last "Reload profiles" did: a count, or the error (it must not pass silently)
+  const [reloadNote, setReloadNote] = useState<{ ok: boolean; text: string } | null>(null);
+  const [confirming, setConfirming] = useState<string | null>(null);
+  const nameOf = (id: string) => d?.available_profiles[id]?.name || id;
   const d = mm.details;
   const hw = d?.hardware_info;
 
@@ -34,12 +41,18 @@ export default function ModelsPage() {
           <h1 className="text-xl font-semibold">{t('modelsPage')}</h1>
           <button
             type="button"
+            data-testid="reload-profiles"
             disabled={reloading}
             onClick={async () => {
               setReloading(true);
+              setReloadNote(null);
               try {
                 await modelsApi.reload();
-                await mm.fetchModelStatus();
+                const fresh = await refreshModelStatus();
+                const n = Object.keys(fresh?.available_profiles ?? {}).length;
+                setReloadNote({ ok: true, text: t('reloadedProfiles', { n }) });
+              } catch (err) {
+                setReloadNote({ ok: false, text: t('reloadFailed', { m: anyErrorText(t, err) }) });
               } finally {
                 setReloading(false);
               }
@@ -50,7 +63,12 @@ export default function ModelsPage() {
             {t('reloadProfiles')}
           </button>
         </div>
-        {!mm.available && <p className="text-sm text-slate-500">{mm.error?.message}</p>}
+        {reloadNote && (
+          <p role="status" data-testid="reload-note" className={`text-sm ${reloadNote.ok ? 'text-emerald-700 dark:text-emerald-400' : 'text-red-600'}`}>
+            {reloadNote.text}
+          </p>
+        )}
+        {!mm.available && mm.error && <p className="text-sm text-slate-500">{anyErrorText(t, mm.error)}</p>}
         {d && (
           <section className={`${card} grid grid-cols-2 gap-3 text-sm sm:grid-cols-4`}>
             <div>
@@ -61,7 +79,14 @@ export default function ModelsPage() {
             </div>
             <div>
               <div className="text-xs text-slate-500">{t('currentModel')}</div>
-              <div className="mt-1 font-medium">{mm.currentModelName ?? '—'}</div>
+              <div data-testid="status-current-model" className="mt-1 font-medium">
+                {mm.currentModelName ?? '—'}
+              </div>
+              {mm.isSwitching && mm.switchingTo && (
+                <div data-testid="status-switch-target" className="text-xs text-amber-700 dark:text-amber-400">
+                  {t('switchingTo', { m: nameOf(mm.switchingTo) })}
+                </div>
+              )}
             </div>
             <div>
               <div className="text-xs text-slate-500">{t('servedModel')}</div>
@@ -136,8 +161,8 @@ export default function ModelsPage() {
                         <>
                           <span className="text-red-700 dark:text-red-400">{t('incompatible')}</span>
                           <ul className="list-disc pl-4">
-                            {p.reasons.map((r) => (
-                              <li key={r}>{r}</li>
+                            {p.reasons.map((r, i) => (
+                              <li key={r}>{reasonText(t, r, p.details[i])}</li>
                             ))}
                           </ul>
                         </>
@@ -150,8 +175,9 @@ export default function ModelsPage() {
                         <button
                           type="button"
                           disabled={!p.compatible || mm.isSwitching}
-                          onClick={() => void mm.switchModel(p.id)}
-                          className="rounded-lg border border-slate-300 px-2.5 py-1 text-xs hover:bg-slate-50 disabled:cursor-not-allowed disabled:opacity-40 dark:border-slate-700 dark:hover:bg-slate-900"
+                          data-testid={`switch-to-${p.id}`}
+                          onClick={() => setConfirming(p.id)}
+                          className="whitespace-nowrap rounded-lg border border-slate-300 px-2.5 py-1 text-xs hover:bg-slate-50 disabled:cursor-not-allowed disabled:opacity-40 dark:border-slate-700 dark:hover:bg-slate-900"
                         >
                           {t('switchTo')}
                         </button>
@@ -197,6 +223,19 @@ export default function ModelsPage() {
           )}
         </section>
       </div>
+      {confirming && (
+        <ConfirmDialog
+          message={t('confirmSwitch', { m: nameOf(confirming) })}
+          confirmLabel={t('switchTo')}
+          danger={false}
+          onCancel={() => setConfirming(null)}
+          onConfirm={() => {
+            const id = confirming;
+            setConfirming(null);
+            void mm.switchModel(id);
+          }}
+        />
+      )}
     </div>
   );
 }

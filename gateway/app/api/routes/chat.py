@@ -44,4 +44,10 @@ async def openai_models(_: CurrentPrincipal, chat: ChatServiceDep) -> dict[str, 
 @router.get("/api/models")
 async def ui_models(_: CurrentPrincipal, chat: ChatServiceDep) -> dict[str, Any]:
     models = await chat.list_models()
-    return {"models": [{"id": m.id, "name": m.id, "status": "running"} for m in models]}
+    # max_model_len lets the UI refuse a prompt that cannot fit before sending it
+    return {
+        "models": [
+            {"id": m.id, "name": m.id, "status": "running", "max_model_len": m.max_model_len}
+            for m in models
+        ]
+    }

@@ -61,11 +61,27 @@ class TestCheck:
             "needs 8 GB of GPU memory, the GPUs it would use have 4.0 GB",
             "GPU 0 (Small GPU): 0.8 x 4.0 GB = 3.2 GB usable, needs 8.0 GB",
         ]
+        # the same reasons as data, for the UI to word in its language (issue 13 #6)
+        assert result.details == [
+            {"code": "not_enough_vram", "needed_gb": 8, "available_gb": 4.0},
+            {
+                "code": "gpu_share_too_small",
+                "gpu": 0,
+                "name": "Small GPU",
+                "utilization": 0.8,
+                "total_gb": 4.0,
+                "usable_gb": 3.2,
+                "needed_gb": 8.0,
+            },
+        ]
 
     def test_tensor_parallel_needs_that_many_gpus(self, shipped: dict[str, ModelProfile]) -> None:
         result = check_compatibility(shipped["deepseek-r1-distill-qwen-14b"], one_gpu(80))
         assert result.sufficient_gpus is False
         assert "needs 2 GPUs (tensor parallel 2), found 1" in result.reasons
+        assert {"code": "not_enough_gpus", "needed": 2, "tensor_parallel": 2, "found": 1} in (
+            result.details
+        )
 
     def test_utilization_share_must_fit_each_gpu(self, sample_profile: ModelProfile) -> None:
         # 10 GB total is enough, but 0.8 x 10 = 8 GB usable is just enough; 0.7 is not
@@ -80,6 +96,7 @@ class TestCheck:
         assert check_compatibility(phi3, TWO_3090).compatible
         result = check_compatibility(phi3, one_gpu(24))
         assert "pinned to GPU 1, which is not present" in result.reasons
+        assert {"code": "pinned_gpu_missing", "missing": [1]} in result.details
 
     def test_70b_unquantized_does_not_fit_48_gb(self, shipped: dict[str, ModelProfile]) -> None:
         result = check_compatibility(shipped["llama3-70b-instruct"], TWO_3090)
@@ -98,6 +115,10 @@ class TestCheck:
         broken = HardwareInfo(source="nvidia-smi", error="nvidia-smi exited with 9")
         result = check_compatibility(shipped["phi3-mini"], broken)
         assert result.reasons[0] == "the GPU probe failed: nvidia-smi exited with 9"
+        assert result.details[0] == {
+            "code": "gpu_probe_failed",
+            "error": "nvidia-smi exited with 9",
+        }
 
 
 class TestRecommend:
@@ -117,3 +138,5 @@ class TestRecommend:
         assert answer["compatible_profiles"] == ["local-cpu", "simulator", "simulator-alt"]
         assert len(answer["incompatible_profiles"]) == len(shipped) - 3
         assert all(answer["incompatible_reasons"][p] for p in answer["incompatible_profiles"])
+        for p in answer["incompatible_profiles"]:
+            assert len(answer["incompatible_details"][p]) == len(answer["incompatible_reasons"][p])
