@@ -32,6 +32,7 @@ from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
 from app.core.metrics import mark_process_dead
 from app.core.middleware import RequestContextMiddleware
+from app.core.openapi import install_openapi
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
@@ -180,12 +181,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_openapi(app)
     # the last added is the outermost: security headers -> CORS -> request context -> chat fast
     # path -> routes. CORS wraps the request context so the bodies it writes itself (413, 500,
     # 503 database_unavailable) stay readable cross-origin; preflights are answered by CORS, before
     # the fast path's 405, and so carry no request id and write no access-log line.
     app.add_middleware(ChatFastPath)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

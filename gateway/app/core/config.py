@@ -130,9 +130,10 @@ class Settings(BaseSettings):
 
     # --- rate limits (per user; admins override per user) ---------------------------------------
     rate_limit_enabled: bool = True
-    rate_limit_requests_per_minute: int = Field(default=60, ge=0)
-    rate_limit_concurrent_streams: int = Field(default=4, ge=0)
-    rate_limit_tokens_per_day: int = Field(default=0, ge=0)
+    # the ceilings are those of the per-user overrides (app.schemas.wire) and their columns
+    rate_limit_requests_per_minute: int = Field(default=60, ge=0, le=2**31 - 1)
+    rate_limit_concurrent_streams: int = Field(default=4, ge=0, le=2**31 - 1)
+    rate_limit_tokens_per_day: int = Field(default=0, ge=0, le=2**53 - 1)
     rate_limit_fail_closed: bool = False
     rate_limit_key_prefix: str = "vcs"
 
@@ -149,6 +150,9 @@ class Settings(BaseSettings):
 
     # --- HTTP limits and logs ---------------------------------------------------------------
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # request headers: their total size (names and values) and count; more is a 431
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    max_header_count: int = Field(default=100, ge=10, le=10_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False

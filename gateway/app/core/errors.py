@@ -105,6 +105,7 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
     502: "upstream_error",
     503: "service_unavailable",
     504: "upstream_timeout",

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from starlette.datastructures import MutableHeaders
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import PayloadTooLarge, error_response, response_for_unexpected
 from app.core.metrics import HTTP_DURATION, HTTP_REQUESTS
 from app.core.request_context import set_request_id
+from app.schemas.wire import NUL, NUL_MESSAGE
 
 log = structlog.get_logger()
 
@@ -41,9 +43,18 @@ def log_fields(request: Request) -> dict[str, Any]:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int = 32 * 1024,
+        max_header_count: int = 100,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
         # a random per-process prefix and a counter: unique, 32 hex characters, no syscall
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count(1)
@@ -75,7 +86,10 @@ class RequestContextMiddleware:
         limit = self.max_body_bytes
         declared = _content_length(scope)
         try:
-            if declared is not None and declared > limit:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_wrapper)
+            elif declared is not None and declared > limit:
                 await _too_large(limit)(scope, receive, send_wrapper)
             else:
                 await self.app(scope, _limited(receive, limit), send_wrapper)
@@ -108,6 +122,30 @@ class RequestContextMiddleware:
             else:
                 log.info("request", **line)
             set_request_id(None)
+
+    def _refusal(self, scope: Scope) -> ASGIApp | None:
+        """A client fault every route shares, answered before routing: headers past the limits
+        (431), a NUL in the path (404: no resource has one) or in a query parameter (422)."""
+        headers = scope["headers"]
+        if len(headers) > self.max_header_count:
+            return _headers_too_large(f"more than {self.max_header_count} request headers")
+        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+            return _headers_too_large(f"request headers exceed {self.max_header_bytes} bytes")
+        if NUL in scope["path"]:
+            return error_response(404, "not_found", "no resource has a NUL character in its path")
+        query: bytes = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if NUL in name or NUL in value:
+                    field = name.replace(NUL, "") or "query"
+                    message = f"{field}: {NUL_MESSAGE}"
+                    details = [{"field": field, "message": NUL_MESSAGE}]
+                    return error_response(422, "validation_error", message, details=details)
+        return None
+
+
+def _headers_too_large(message: str) -> ASGIApp:
+    return error_response(431, "headers_too_large", message)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -21,6 +21,8 @@ NAMING_CONVENTION = {
 
 # BIGINT identity on Postgres; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer, "sqlite")
+# a 64-bit integer on both engines: SQLite's INTEGER already is one, so its schema stays as it is
+BigInt = BigInteger().with_variant(Integer, "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from app.core.security import BCRYPT_MAX_BYTES
 from app.db.models import KeyScope, Role
+from app.schemas.wire import (
+    ConcurrentStreams,
+    RequestModel,
+    RequestsPerMinute,
+    TokensPerDay,
+)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 
@@ -16,9 +23,38 @@ def _check_new_password(value: str) -> str:
     return value
 
 
-class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=254, description="username or email")
+class LoginRequest(RequestModel):
+    """JSON `{username, password}` or `{email, password}`, or the same fields as an OAuth2
+    password form (`application/x-www-form-urlencoded`, `grant_type=password` optional)."""
+
+    model_config = ConfigDict(extra="ignore")  # OAuth2 forms may carry scope, client_id, ...
+
+    username: str | None = Field(
+        default=None, min_length=1, max_length=254, description="username or email"
+    )
+    email: str | None = Field(
+        default=None, min_length=1, max_length=254, description="the account's email"
+    )
     password: str = Field(min_length=1, max_length=1024)
+    grant_type: Literal["password"] | None = Field(
+        default=None, description="OAuth2 password grant; only `password`"
+    )
+
+    @model_validator(mode="after")
+    def _one_login(self) -> LoginRequest:
+        if self.username is None and self.email is None:
+            raise ValueError("username or email is required")
+        both = self.username is not None and self.email is not None
+        if both and str(self.username).strip().lower() != str(self.email).strip().lower():
+            raise ValueError("give username or email, not two different logins")
+        return self
+
+    @property
+    def login(self) -> str:
+        """The name or email to look the account up by."""
+        login = self.username if self.username is not None else self.email
+        assert login is not None  # the validator requires one
+        return login
 
 
 class TokenResponse(BaseModel):
@@ -33,7 +69,7 @@ class VerifyResponse(BaseModel):
     exp: int | None
 
 
-class ChangePasswordRequest(BaseModel):
+class ChangePasswordRequest(RequestModel):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=8, max_length=BCRYPT_MAX_BYTES)
 
@@ -59,21 +95,21 @@ class UserList(BaseModel):
     total: int
 
 
-class CreateUserRequest(BaseModel):
+class CreateUserRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(pattern=USERNAME_PATTERN)
     email: EmailStr | None = None
     password: str = Field(min_length=8, max_length=BCRYPT_MAX_BYTES)
     role: Role = Role.USER
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    max_concurrent_streams: int | None = Field(default=None, ge=0)
-    tokens_per_day: int | None = Field(default=None, ge=0)
+    requests_per_minute: RequestsPerMinute | None = None
+    max_concurrent_streams: ConcurrentStreams | None = None
+    tokens_per_day: TokensPerDay | None = None
 
     _check = field_validator("password")(_check_new_password)
 
 
-class UpdateUserRequest(BaseModel):
+class UpdateUserRequest(RequestModel):
     """PATCH: only the fields sent change; `null` clears a limit override."""
 
     model_config = ConfigDict(extra="forbid")
@@ -82,9 +118,9 @@ class UpdateUserRequest(BaseModel):
     password: str | None = Field(default=None, min_length=8, max_length=BCRYPT_MAX_BYTES)
     role: Role | None = None
     disabled: bool | None = None
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    max_concurrent_streams: int | None = Field(default=None, ge=0)
-    tokens_per_day: int | None = Field(default=None, ge=0)
+    requests_per_minute: RequestsPerMinute | None = None
+    max_concurrent_streams: ConcurrentStreams | None = None
+    tokens_per_day: TokensPerDay | None = None
 
     @field_validator("password")
     @classmethod
@@ -92,7 +128,7 @@ class UpdateUserRequest(BaseModel):
         return None if value is None else _check_new_password(value)
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     name: str = Field(min_length=1, max_length=100)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
     scope: KeyScope = Field(

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from app.schemas.wire import RequestModel
+
 TITLE_MAX_CHARS = 200
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 MODEL_NAME_MAX_CHARS = 200
@@ -31,7 +33,7 @@ SystemPrompt = Annotated[
 ]
 
 
-class ConversationCreate(BaseModel):
+class ConversationCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Title | None = None
@@ -39,7 +41,7 @@ class ConversationCreate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_CHARS)
 
 
-class ConversationUpdate(BaseModel):
+class ConversationUpdate(RequestModel):
     """PATCH: only the fields sent change; `system_prompt: null` clears it.
 
     A title, when sent, must be a non-empty string (`null` is refused like an empty one).
@@ -111,7 +113,7 @@ class ExportFormat(StrEnum):
     MARKDOWN = "md"
 
 
-class UserSettingsIn(BaseModel):
+class UserSettingsIn(RequestModel):
     """PUT: a full replacement; a field left out is stored as null."""
 
     model_config = ConfigDict(extra="forbid")

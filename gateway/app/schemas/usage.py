@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.db.base import utcnow
+from app.schemas.wire import RequestModel, RowId
 
 DEFAULT_WINDOW = timedelta(days=30)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -19,17 +20,20 @@ def _parse_bound(value: object, *, end_of_day: bool) -> object:
 
     A bare date covers the whole day: as `from` it is that midnight, as `to` the next one.
     """
-    if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
-        day = date.fromisoformat(value.strip())
-        value = datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=int(end_of_day))
-    elif isinstance(value, str) and value.strip():
-        value = datetime.fromisoformat(value.strip())  # ValueError → 422
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+            day = date.fromisoformat(value.strip())
+            value = datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=int(end_of_day))
+        elif isinstance(value, str) and value.strip():
+            value = datetime.fromisoformat(value.strip())  # ValueError → 422
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:  # the day after 9999-12-31, or an offset past year 1
+        raise ValueError("date out of range") from exc
     return value
 
 
-class UsageWindow(BaseModel):
+class UsageWindow(RequestModel):
     """`?from=&to=`: the half-open interval [from, to); default the last 30 days."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -56,7 +60,10 @@ class UsageWindow(BaseModel):
         if self.to is None:
             self.to = utcnow()
         if self.from_ is None:
-            self.from_ = self.to - DEFAULT_WINDOW
+            try:
+                self.from_ = self.to - DEFAULT_WINDOW
+            except OverflowError as exc:
+                raise ValueError("`to` is too early") from exc
         if self.from_ >= self.to:
             raise ValueError("`from` must be before `to`")
         return self
@@ -78,7 +85,7 @@ class UsageQuery(UsageWindow):
 
 class AdminUsageQuery(UsageWindow):
     group_by: Literal["day", "model", "user"] = "day"
-    user_id: int | None = Field(default=None, description="only this user's rows")
+    user_id: RowId | None = Field(default=None, description="only this user's rows")
 
 
 class UsageExportQuery(UsageWindow):

@@ -14,6 +14,7 @@ import orjson
 
 from app.core.config import Settings
 from app.core.errors import AppError, PayloadTooLarge, ValidationFailed
+from app.schemas.wire import find_fault
 from app.services.upstream import ServedModel
 
 ROLES = frozenset({"system", "user", "assistant"})
@@ -43,7 +44,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed("request body is not valid JSON", code="invalid_json") from exc
     if not isinstance(body, dict):
-        raise ValidationFailed("request body must be a JSON object")
+        details = [{"field": "body", "message": "must be a JSON object"}]
+        raise ValidationFailed("request body must be a JSON object", extra={"details": details})
+    fault = find_fault(body)
+    if fault is not None:  # NUL or a number past 64 bits, in any field: refused before upstream
+        field, problem = fault
+        raise ValidationFailed(
+            f"{field}: {problem}", extra={"details": [{"field": field, "message": problem}]}
+        )
     return body
 
 

@@ -131,3 +131,92 @@ class TestLoginThrottle:
                 "/api/auth/login", json={"username": "admin", "password": "admin123"}
             )
         assert r.status_code == 200
+
+
+class TestLoginForms:
+    """Seed 003's k6 scripts post `{email, password}` (k6 sends an object as a form); OAuth2
+    clients post the password form; the UI posts JSON `{username, password}`."""
+
+    async def _claims(self, response: httpx.Response) -> dict[str, object]:
+        assert response.status_code == 200, response.text
+        assert response.json()["token_type"] == "bearer"
+        claims: dict[str, object] = jwt.decode(
+            response.json()["access_token"], TEST_JWT_SECRET, ["HS256"]
+        )
+        return claims
+
+    async def test_json_with_email(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(
+            "/api/auth/login", json={"email": "test@example.com", "password": "test"}
+        )
+        assert (await self._claims(r))["sub"] == "test"
+        same = {"username": "test@example.com", "email": "TEST@example.com", "password": "test"}
+        assert (await self._claims(await client.post("/api/auth/login", json=same)))[
+            "sub"
+        ] == "test"
+
+    async def test_form_bodies(self, client: httpx.AsyncClient) -> None:
+        for form in (
+            {"email": "test@example.com", "password": "test"},  # k6: http.post(url, {...})
+            {"username": "test", "password": "test"},
+            {"username": "test@example.com", "password": "test", "grant_type": "password"},
+            {"username": "test", "password": "test", "scope": "", "client_id": "k6"},
+        ):
+            r = await client.post("/api/auth/login", data=form)
+            assert (await self._claims(r))["sub"] == "test", form
+        raw = await client.post(
+            "/api/auth/login",
+            content=b"username=admin&password=admin123",
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
+        assert (await self._claims(raw))["sub"] == "admin"
+
+    async def test_bad_bodies_are_4xx(self, client: httpx.AsyncClient) -> None:
+        for kw, status, code in (
+            ({"data": {"password": "test"}}, 422, "validation_error"),
+            ({"data": {"username": "test"}}, 422, "validation_error"),
+            ({"data": {"username": "test", "password": "test", "grant_type": "code"}}, 422, None),
+            (
+                {"json": {"username": "test", "email": "admin@example.com", "password": "x"}},
+                422,
+                None,
+            ),
+            ({"json": {"email": "test@example.com"}}, 422, "validation_error"),
+            (
+                {
+                    "content": b"username=t%FFst&password=test",
+                    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                },
+                422,
+                "validation_error",
+            ),
+            (
+                {"content": b"username=test", "headers": {"Content-Type": "text/plain"}},
+                415,
+                "unsupported_media_type",
+            ),
+            ({"content": b"", "headers": {"Content-Type": "application/json"}}, 422, None),
+            ({"content": b""}, 422, None),
+        ):
+            assert_error(await client.post("/api/auth/login", **kw), status, code)
+
+    async def test_wrong_forms_count_for_the_throttle(self, client: httpx.AsyncClient) -> None:
+        limit = 10  # settings.login_max_failures default
+        wrong = (
+            lambda: client.post(
+                "/api/auth/login", json={"email": "test@example.com", "password": "no"}
+            ),
+            lambda: client.post(
+                "/api/auth/login", data={"email": "test@example.com", "password": "no"}
+            ),
+            lambda: client.post("/api/auth/login", data={"username": "test", "password": "no"}),
+            lambda: client.post("/api/auth/login", json={"username": "test", "password": "no"}),
+        )
+        for i in range(limit):
+            assert_error(await wrong[i % len(wrong)](), 401, "invalid_credentials")
+        for right in (
+            {"data": {"email": "test@example.com", "password": "test"}},
+            {"json": {"email": "test@example.com", "password": "test"}},
+            {"data": {"username": "test", "password": "test", "grant_type": "password"}},
+        ):
+            assert_error(await client.post("/api/auth/login", **right), 429, "rate_limited")

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from app.api.deps import AuthServiceDep, CurrentPrincipal, LoginThrottleDep, client_ip
+from app.core.errors import AppError, ValidationFailed
 from app.schemas.auth import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -14,15 +20,60 @@ from app.schemas.auth import (
     UserOut,
     VerifyResponse,
 )
+from app.schemas.wire import RowIdPath
+from app.services.chat_request import parse_json_object
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-@router.post("/login")
+_FORM = "application/x-www-form-urlencoded"
+_LOGIN_SCHEMA = LoginRequest.model_json_schema()
+
+
+class UnsupportedMediaType(AppError):
+    status_code, code = 415, "unsupported_media_type"
+
+
+async def login_credentials(request: Request) -> LoginRequest:
+    """The login body as JSON (the UI, API clients) or an OAuth2 password form (k6 scripts,
+    OAuth2 clients); both are validated by the one `LoginRequest`."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    raw = await request.body()
+    data: dict[str, Any]
+    if media_type == _FORM:
+        try:
+            data = dict(parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed("body: not a valid URL-encoded UTF-8 form") from exc
+    elif media_type in ("", "application/json") or media_type.endswith("+json"):
+        data = parse_json_object(raw)
+    else:
+        raise UnsupportedMediaType(f"send the login as application/json or {_FORM}")
+    try:
+        return LoginRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+
+
+@router.post(
+    "/login",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _LOGIN_SCHEMA},
+                _FORM: {"schema": _LOGIN_SCHEMA},
+            },
+        }
+    },
+)
 async def login(
-    body: LoginRequest, request: Request, auth: AuthServiceDep, throttle: LoginThrottleDep
+    body: Annotated[LoginRequest, Depends(login_credentials)],
+    request: Request,
+    auth: AuthServiceDep,
+    throttle: LoginThrottleDep,
 ) -> TokenResponse:
-    return await auth.login(body.username, body.password, client_ip(request), throttle)
+    return await auth.login(body.login, body.password, client_ip(request), throttle)
 
 
 @router.get("/verify")
@@ -61,5 +112,5 @@ async def list_keys(principal: CurrentPrincipal, auth: AuthServiceDep) -> ApiKey
 
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_key(key_id: int, principal: CurrentPrincipal, auth: AuthServiceDep) -> None:
+async def revoke_key(key_id: RowIdPath, principal: CurrentPrincipal, auth: AuthServiceDep) -> None:
     await auth.revoke_api_key(principal, key_id)

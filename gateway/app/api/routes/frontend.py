@@ -38,6 +38,16 @@ register_url_convertor("uipath", UiPath())
 _IMMUTABLE = "public, max-age=31536000, immutable"  # vite's hashed assets/ names
 
 
+def _is_asset(root: Path, path: str) -> bool:
+    """A file of the build other than index.html. Paths the file system refuses (a NUL, a name
+    too long) are client-side routes like any other unknown path, never a 500."""
+    try:
+        target = (root / path).resolve()
+        return target != root / "index.html" and target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def build_router(dist: Path) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     root = dist.resolve()
@@ -47,11 +57,10 @@ def build_router(dist: Path) -> APIRouter:
     async def ui(path: str) -> Response:
         if not index.is_file():
             raise NotFound("the web UI is not built (run scripts/build-frontend.sh)")
-        target = (root / path).resolve() if path else index
-        if target != index and target.is_relative_to(root) and target.is_file():
+        if path and _is_asset(root, path):
             cache = _IMMUTABLE if path.startswith("assets/") else "no-cache"
             return FileResponse(
-                target, headers={"Cache-Control": cache, "Content-Security-Policy": UI_CSP}
+                root / path, headers={"Cache-Control": cache, "Content-Security-Policy": UI_CSP}
             )
         return FileResponse(
             index, headers={"Cache-Control": "no-cache", "Content-Security-Policy": UI_CSP}

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from app.api.deps import AdminPrincipal, CurrentPrincipal
 from app.model_manager.manager import ModelManager
 from app.model_manager.profiles import profile_view
+from app.schemas.wire import RequestModel
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -26,7 +27,7 @@ async def get_model_manager(request: Request) -> ModelManager:
 ManagerDep = Annotated[ModelManager, Depends(get_model_manager)]
 
 
-class SwitchRequest(BaseModel):
+class SwitchRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     profile_id: str = Field(min_length=1, max_length=100)

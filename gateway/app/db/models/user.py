@@ -6,7 +6,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, BigIntId, UTCDateTime, utcnow
+from app.db.base import Base, BigInt, BigIntId, UTCDateTime, utcnow
 
 
 class Role(StrEnum):
@@ -31,7 +31,8 @@ class User(Base):
     # per-user overrides of the rate limits; NULL means "the default from settings"
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     max_concurrent_streams: Mapped[int | None] = mapped_column(Integer)
-    tokens_per_day: Mapped[int | None] = mapped_column(Integer)
+    # up to RATE_LIMIT_TOKENS_PER_DAY's ceiling (2**53 - 1): past a 32-bit INTEGER
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInt)
     # carried in every bearer token; bumping it (password, role or status change) revokes them all
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
