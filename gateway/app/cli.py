@@ -34,6 +34,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,
         server_header=False,
+        # httptools (the default parser here) reads any header block; the request middleware
+        # refuses one past MAX_HEADER_BYTES / MAX_HEADER_COUNT with 431. With h11 the parser
+        # itself stops reading at this size.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=30,
         # longer than the clients' and nginx's idle keep-alive (60 s), so the gateway is never the
         # side that closes an idle connection just as a client sends a request on it

@@ -135,6 +135,25 @@ class TestNulIsRefusedEverywhere:
         listed = await client.get("/api/conversations", headers=user_headers)
         assert listed.json()["conversations"] == []
 
+    async def test_unpaired_surrogates_are_refused(
+        self, client: httpx.AsyncClient, user_headers: dict[str, str]
+    ) -> None:
+        # valid JSON to Python's parser, but no text a database can store (pydantic refuses it)
+        headers = {**user_headers, "Content-Type": "application/json"}
+        for url, raw, field in (
+            ("/api/conversations", b'{"title": "a\\ud800"}', "title"),
+            ("/api/auth/keys", b'{"name": "\\udfff"}', "name"),
+            ("/api/auth/login", b'{"username": "\\ud83d", "password": "x"}', "username"),
+        ):
+            r = await client.post(url, content=raw, headers=headers)
+            err = assert_error(r, 422)
+            # the login body is parsed by orjson, which calls it invalid JSON
+            assert err["message"].startswith(f"{field}:") or err["code"] == "invalid_json", err
+        r = await client.post(
+            "/api/conversations", content=b'{"title": "\\ud83d\\ude00"}', headers=headers
+        )
+        assert r.status_code == 201 and r.json()["title"] == "\U0001f600"  # a paired one is text
+
 
 class TestIntegersPastTheColumns:
     async def test_path_ids(self, client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from tests.conftest import assert_error, login, sim_get
@@ -124,3 +127,214 @@ async def test_ui_model_list_names_the_context_length(start_gateway, simulator) 
         async with gw.client(token) as c:
             models = (await c.get("/api/models")).json()["models"]
     assert [(m["id"], m["max_model_len"]) for m in models] == [("simulator-model", 4096)]
+
+
+HI = {"role": "user", "content": "hi"}
+NESTED = b"[" * 5000 + b"]" * 5000
+
+
+def _hostile_bodies(path: str) -> list[tuple[bytes, dict[str, str], int, str, str | None]]:
+    """(raw body, headers, status, code, the field the message names)."""
+    json_type = {"Content-Type": "application/json"}
+
+    def dumps(body: Any) -> bytes:
+        return json.dumps(body).encode()
+
+    cases: list[tuple[bytes, dict[str, str], int, str, str | None]] = [
+        (
+            dumps({"messages": [{"role": "user", "content": "a\u0000b"}]}),
+            json_type,
+            422,
+            "validation_error",
+            "messages.0.content",
+        ),
+        (
+            dumps(
+                {
+                    "messages": [
+                        HI,
+                        {"role": "assistant", "content": [{"type": "text", "text": "\u0000"}]},
+                    ]
+                }
+            ),
+            json_type,
+            422,
+            "validation_error",
+            "messages.1.content.0.text",
+        ),
+        (
+            dumps({"messages": [{"role": "user\u0000", "content": "hi"}]}),
+            json_type,
+            422,
+            "validation_error",
+            "messages.0.role",
+        ),
+        (dumps({"messages": [HI], "user": "\u0000"}), json_type, 422, "validation_error", "user"),
+        (dumps({"messages": [HI], "a\u0000": 1}), json_type, 422, "validation_error", "body"),
+        (
+            dumps({"messages": [HI], "max_tokens": 2**63}),
+            json_type,
+            422,
+            "validation_error",
+            "max_tokens",
+        ),
+        (
+            dumps({"messages": [HI], "seed": 2**64 - 1}),
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
+        (
+            dumps({"messages": [HI], "max_tokens": 10**30}),
+            json_type,
+            422,
+            "validation_error",
+            "max_tokens",
+        ),
+        (
+            dumps({"messages": [HI], "max_tokens": 1.5}),
+            json_type,
+            422,
+            "validation_error",
+            "max_tokens",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}',
+            json_type,
+            422,
+            "invalid_json",
+            None,
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+            json_type,
+            422,
+            "invalid_json",
+            None,
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
+            json_type,
+            422,
+            "invalid_json",
+            None,
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+            json_type,
+            422,
+            "invalid_json",
+            None,
+        ),
+        (b'{"messages": [], "x": ' + NESTED + b"}", json_type, 422, "invalid_json", None),
+        (NESTED, json_type, 422, "invalid_json", None),
+        (b"", json_type, 422, "invalid_json", None),
+        (b"", {}, 422, "invalid_json", None),
+        (b"   ", json_type, 422, "invalid_json", None),
+        (b'"just a string"', json_type, 422, "validation_error", None),
+        (
+            b"messages=hi",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            422,
+            "invalid_json",
+            None,
+        ),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="m"\r\n\r\nhi\r\n--b--',
+            {"Content-Type": "multipart/form-data; boundary=b"},
+            422,
+            "invalid_json",
+            None,
+        ),
+        (
+            dumps({"messages": {"role": "user", "content": "hi"}}),
+            json_type,
+            422,
+            "validation_error",
+            None,
+        ),
+        (dumps({"messages": [HI], "stream": 1}), json_type, 422, "validation_error", None),
+        (dumps({"messages": [[HI]]}), json_type, 422, "validation_error", None),
+        (
+            dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            json_type,
+            422,
+            "validation_error",
+            None,
+        ),
+    ]
+    if path == "/v1/chat/completions":
+        cases.append(
+            (
+                dumps({"messages": [HI], "stream_options": "yes", "stream": True}),
+                json_type,
+                422,
+                "validation_error",
+                None,
+            )
+        )
+    if path == "/api/chat":
+        cases += [
+            (
+                dumps({"messages": [HI], "system_prompt": "be\u0000"}),
+                json_type,
+                422,
+                "validation_error",
+                "system_prompt",
+            ),
+            (
+                dumps({"messages": [HI], "conversation_id": "\u0000"}),
+                json_type,
+                422,
+                "validation_error",
+                "conversation_id",
+            ),
+            (
+                dumps({"messages": [HI], "conversation_id": 2**70}),
+                json_type,
+                422,
+                "validation_error",
+                None,
+            ),
+            (dumps({"messages": [HI], "save": "yes"}), json_type, 422, "validation_error", None),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+async def test_hostile_chat_bodies_are_4xx_before_upstream(
+    start_gateway, simulator, path: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Huge, malformed, wrongly typed, deeply nested, invalid UTF-8, NUL, giant numbers, empty,
+    wrong content type: a 4xx error body naming the field, nothing sent upstream or stored, one
+    usage row each, and the gateway still answers a good request afterwards."""
+    cases = _hostile_bodies(path)
+    async with start_gateway() as gw:
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+        before = (await sim_get(simulator, "/sim/stats"))["requests_total"]
+        async with gw.client(token) as c:
+            for raw, headers, status, code, field in cases:
+                response = await c.post(path, content=raw, headers=headers)
+                err = assert_error(response, status, code)
+                if field is not None:
+                    assert err["message"].startswith(f"{field}:"), (raw[:80], err)
+                assert "x-conversation-id" not in response.headers
+            assert (await sim_get(simulator, "/sim/stats"))["requests_total"] == before
+            conversations = await c.get("/api/conversations")
+            assert conversations.json()["conversations"] == []
+            ok = await c.post(path, json={"messages": [HI], "stream": False})
+            assert ok.status_code == 200, ok.text
+        await gw.app.state.usage_recorder.flush()
+        from sqlalchemy import func, select
+
+        from app.db.models import RequestLog
+
+        async with gw.app.state.session_factory() as session:
+            refused = (
+                await session.execute(
+                    select(func.count(RequestLog.id)).where(RequestLog.status_code >= 400)
+                )
+            ).scalar_one()
+        assert refused == len(cases)

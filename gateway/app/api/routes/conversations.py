@@ -8,6 +8,7 @@ from app.api.deps import CurrentPrincipal, SessionDep
 from app.schemas.conversations import (
     ConversationCreate,
     ConversationDetail,
+    ConversationExport,
     ConversationOut,
     ConversationPage,
     ConversationUpdate,
@@ -76,7 +77,17 @@ async def delete_conversation(
     await conversations.delete(principal.user_id, conversation_id)
 
 
-@router.get("/{conversation_id}/export")
+@router.get(
+    "/{conversation_id}/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the conversation as a file (`format=json` or `md`)",
+            "model": ConversationExport,
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_conversation(
     conversation_id: str,
     principal: CurrentPrincipal,
