@@ -50,9 +50,9 @@ class ChatFastPath:
         except AppError as err:
             if isinstance(err, DatabaseUnavailable) and principal is None:
                 chat.record_refusal(ui, scope["state"].get("request_id"), err)
-            await error_response(
-                err.status_code, err.code, err.message, err.headers, **err.extra
-            )(scope, receive, send)
+            await error_response(err.status_code, err.code, err.message, err.headers, **err.extra)(
+                scope, receive, send
+            )
             return
         except HTTPException as exc:  # the body limit, raised while reading
             await error_response(exc.status_code, "payload_too_large", str(exc.detail))(
