@@ -25,7 +25,7 @@ from app.services.chat_request import (
     parse_json_object,
     ui_request,
 )
-from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
+from app.services.chat_store import ChatStore, Exchange, good_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
 from app.services.rate_limiter import Admission, RateLimiter
 from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
@@ -212,7 +212,8 @@ class ChatService:
             return
         self.spawn(self.store.finish(exchange.conversation_id, outcome, model.id))
         if exchange.needs_title and exchange.question and outcome.status_code == 200:
-            self.spawn(self._title(exchange.conversation_id, exchange.question))
+            answer = "".join(outcome.text)
+            self.spawn(self._title(exchange.conversation_id, exchange.question, answer))
 
     def _record(
         self,
@@ -253,9 +254,14 @@ class ChatService:
             )
         )
 
-    async def _title(self, conversation_id: str, question: str) -> None:
-        title = await self._generate_title(question) if self.settings.title_generation else None
-        await self.store.set_title(conversation_id, title or fallback_title(question))
+    async def _title(self, conversation_id: str, question: str, answer: str) -> None:
+        """The question's first words are already the title; a good generated one replaces them."""
+        raw = await self._generate_title(question)
+        title = good_title(raw, question, answer) if raw is not None else None
+        if title is None:
+            log.info("generated title not used", conversation_id=conversation_id)
+            return
+        await self.store.replace_fallback_title(conversation_id, question, title)
 
     async def _generate_title(self, question: str) -> str | None:
         body = {
@@ -278,7 +284,7 @@ class ChatService:
                     if resp.status != 200:
                         return None
                     data = orjson.loads(await resp.read())
-            return clean_title(str(data["choices"][0]["message"]["content"] or ""))
+            return str(data["choices"][0]["message"]["content"] or "")
         except Exception as exc:  # a title is a nicety: any failure falls back to the question
             log.info("title generation failed", error=type(exc).__name__)
             return None

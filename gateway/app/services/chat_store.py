@@ -73,7 +73,11 @@ class ChatStore:
                     if row is None:
                         raise NotFound("conversation not found")
                     system_prompt = system_prompt or row.system_prompt
-                    needs_title = row.title is None
+                    if row.title is None and question is not None and not req.regenerate:
+                        # created without a title (POST /api/conversations): its first
+                        # question names it, like a conversation the chat created
+                        self.writer.set_title(conversation_id, fallback_title(question))
+                        needs_title = self.title_generation
                 elif owner != user_id:
                     raise NotFound("conversation not found")
             if not has_system and not system_prompt:
@@ -86,9 +90,10 @@ class ChatStore:
             if not req.save:
                 return Exchange(None, system_prompt, False, question)
             conversation_id = new_conversation_id()
-            # without a title model the title is the question's first words, written at once
-            title = None if self.title_generation or question is None else fallback_title(question)
-            needs_title = title is None
+            # the question's first words are the title at once (the sidebar never shows an
+            # untitled conversation); a generated title may replace them after the answer
+            title = None if question is None else fallback_title(question)
+            needs_title = self.title_generation and title is not None
             await self.writer.add_conversation(
                 {
                     "id": conversation_id,
@@ -123,8 +128,10 @@ class ChatStore:
         await self.writer.add_message(row)
         self.writer.touch(conversation_id, now, model_id)
 
-    async def set_title(self, conversation_id: str, title: str) -> None:
-        self.writer.set_title(conversation_id, title)
+    async def replace_fallback_title(self, conversation_id: str, question: str, title: str) -> None:
+        """The generated title replaces the question's first words, unless the user renamed
+        the conversation meanwhile (then its title is no longer those words)."""
+        self.writer.set_title(conversation_id, title, replaces=fallback_title(question))
 
 
 def _message(
@@ -158,6 +165,23 @@ def fallback_title(question: str) -> str:
     )
 
 
+GENERATED_TITLE_MAX_CHARS = 60
+GENERATED_TITLE_MAX_WORDS = 8
+_REFUSAL = re.compile(
+    r"\b(sorry|apolog|i can'?t|i cannot|i'm unable|i am unable|as an ai|language model)\b"
+    r"|죄송|할 수 없|수 없습니다|못합니다|AI 모델|언어 모델",
+    re.IGNORECASE,
+)
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_WORD = re.compile(r"[^\W_]+")
+_DIGITS = re.compile(r"\d+")
+_PARTICLES = frozenset("은는이가을를의에도로와과요다니까습까나고서한하인것수")
+_STOPWORDS = frozenset(
+    "the a an is are was were be of to in on for and or what how why who when where which "
+    "do does did can could would should i you me my your it this that with about please".split()
+)
+
+
 def clean_title(raw: str) -> str | None:
     """The model's title, one line, without quotes or a "Title:" prefix; None when unusable."""
     line = next((ln.strip() for ln in raw.splitlines() if ln.strip()), "")
@@ -166,3 +190,48 @@ def clean_title(raw: str) -> str | None:
     if not line:
         return None
     return line if len(line) <= TITLE_MAX_CHARS else line[: TITLE_MAX_CHARS - 1] + "…"
+
+
+def _normal(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _keys(text: str) -> set[str]:
+    """What two texts on one subject share: content words, and Hangul syllables other than
+    particles and endings (Korean words inflect: 곱셈 / 곱하기)."""
+    keys: set[str] = set()
+    for word in _WORD.findall(text.lower()):
+        if _HANGUL.search(word):
+            keys.update(ch for ch in word if _HANGUL.match(ch) and ch not in _PARTICLES)
+        elif word not in _STOPWORDS and (len(word) > 2 or word.isdigit()):
+            keys.add(word)
+    return keys
+
+
+def good_title(raw: str, question: str, answer: str = "") -> str | None:
+    """A generated title worth showing, or None for the question's first words instead.
+
+    A small model's title is often worse than none: empty, a paragraph, a refusal, the first
+    line of its (possibly wrong) answer ("12 * 7 = 80"), or words unrelated to the question.
+    """
+    title = clean_title(raw)
+    if title is None:
+        return None
+    if len(title) > GENERATED_TITLE_MAX_CHARS or len(title.split()) > GENERATED_TITLE_MAX_WORDS:
+        return None
+    if _REFUSAL.search(title):
+        return None
+    if bool(_HANGUL.search(question)) != bool(_HANGUL.search(title)):
+        return None  # not in the language of the question
+    # numbers the question does not contain are the answer's (a result, maybe a wrong one)
+    if set(_DIGITS.findall(title)) - set(_DIGITS.findall(question)):
+        return None
+    normal_title, normal_question = _normal(title), _normal(question)
+    if not normal_title:
+        return None
+    if normal_title in _normal(answer) and normal_title not in normal_question:
+        return None  # an echo of the answer
+    question_keys = _keys(question)
+    if question_keys and not question_keys & _keys(title):
+        return None  # about something else
+    return title

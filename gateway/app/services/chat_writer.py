@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, or_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,9 +39,14 @@ _touch = (
     .where(Conversation.id == bindparam("cid"))
     .values(updated_at=bindparam("ts"), model=bindparam("mdl"))
 )
+# a title is written where there is none, or where it is still the one it `replaces` (the
+# question's first words): a title the user gave is never overwritten
 _title = (
     update(Conversation)
-    .where(Conversation.id == bindparam("cid"), Conversation.title.is_(None))
+    .where(
+        Conversation.id == bindparam("cid"),
+        or_(Conversation.title.is_(None), Conversation.title == bindparam("old")),
+    )
     .values(title=bindparam("ttl"))
 )
 
@@ -51,7 +56,7 @@ class _Batch:
     conversations: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     touches: dict[str, tuple[datetime, str | None]] = field(default_factory=dict)
-    titles: dict[str, str] = field(default_factory=dict)
+    titles: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # title, replaces
 
     def __len__(self) -> int:
         return len(self.conversations) + len(self.messages) + len(self.touches) + len(self.titles)
@@ -91,8 +96,9 @@ class ChatWriter:
     def touch(self, conversation_id: str, when: datetime, model: str | None) -> None:
         self._batch.touches[conversation_id] = (when, model)
 
-    def set_title(self, conversation_id: str, title: str) -> None:
-        self._batch.titles.setdefault(conversation_id, title)
+    def set_title(self, conversation_id: str, title: str, *, replaces: str | None = None) -> None:
+        """Title a conversation that has none (or still has `replaces`); the latest one wins."""
+        self._batch.titles[conversation_id] = (title, replaces)
         self._wake.set()
 
     def pending_owner(self, conversation_id: str) -> int | None:
@@ -192,7 +198,9 @@ class ChatWriter:
                 _touch, [{"cid": c, "ts": ts, "mdl": m} for c, (ts, m) in batch.touches.items()]
             )
         if batch.titles:
-            await conn.execute(_title, [{"cid": c, "ttl": t} for c, t in batch.titles.items()])
+            await conn.execute(
+                _title, [{"cid": c, "ttl": t, "old": o} for c, (t, o) in batch.titles.items()]
+            )
 
     async def _write_one_by_one(self, batch: _Batch) -> None:
         singles = [_Batch(conversations=[row]) for row in batch.conversations]

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from app.db.engine import create_engine, create_session_factory
 from app.db.models import Conversation, Message, RequestLog
-from tests.conftest import content_of, login, make_settings, read_sse, sim_get, wait_until
+from tests.conftest import content_of, login, make_settings, read_sse, sim_get, sim_post, wait_until
 
 
 async def _token(gw, user: str = "test", password: str = "test") -> str:  # type: ignore[no-untyped-def]
@@ -224,3 +224,56 @@ async def test_postgres_outage_mid_answer_loses_no_message(  # type: ignore[no-u
             await engine.dispose()
     assert user.content.startswith("slowly") and answer.content == content_of(events)
     assert answer.status == "complete"
+
+
+async def _ask(gw, token: str, question: str, **extra: object) -> str:  # type: ignore[no-untyped-def]
+    async with (
+        gw.client(token) as c,
+        c.stream(
+            "POST", "/api/chat", json={"messages": [{"role": "user", "content": question}], **extra}
+        ) as r,
+    ):
+        assert r.status_code == 200
+        events = await read_sse(r)
+        assert events[-1] == "[DONE]"
+        return str(r.headers["x-conversation-id"])
+
+
+async def test_title_is_the_question_at_once_and_the_generated_one_follows(  # type: ignore[no-untyped-def]
+    start_gateway, simulator
+) -> None:
+    async with start_gateway(title_generation=True) as gw:
+        token = await _token(gw)
+        # every model call takes a second: the title is asked for only after the answer ended
+        await sim_post(simulator, "/sim/config", {"ttft_ms": 1000})
+        question = "Please explain to me how the ocean tides work every day"
+        cid = await _ask(gw, token, question)
+        async with gw.client(token) as c:
+            listed = (await c.get("/api/conversations")).json()["conversations"]
+        # never "Untitled": the question's first words until a generated title arrives
+        assert [x["title"] for x in listed] == ["Please explain to me how the ocean tides"]
+
+        async def generated() -> str | None:
+            title = (await _conversation(gw, token, cid))["title"]
+            return title if title == "Please explain to me how the" else None
+
+        await wait_until(generated, timeout=10)  # the simulator's title: 6 words
+
+
+async def test_a_rename_during_title_generation_is_kept(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway(title_generation=True) as gw:
+        token = await _token(gw)
+        await sim_post(simulator, "/sim/config", {"ttft_ms": 1000})
+        cid = await _ask(gw, token, "Please explain to me how the ocean tides work every day")
+        async with gw.client(token) as c:
+            r = await c.patch(f"/api/conversations/{cid}", json={"title": "My tides"})
+            assert r.status_code == 200
+
+        async def title_request_answered() -> bool:
+            stats = await sim_get(simulator, "/sim/requests")
+            requests = stats["requests"] if isinstance(stats, dict) else stats
+            return len(requests) == 2
+
+        await wait_until(title_request_answered, timeout=10)  # the title task has started
+        await wait_until(lambda: not gw.app.state.chat._background, timeout=10)  # and ended
+        assert (await _conversation(gw, token, cid))["title"] == "My tides"
