@@ -6,6 +6,7 @@ import { useAuth } from '../stores/auth';
 import { nextKey, useChat, type UiMessage } from '../stores/chat';
 import { useConversations } from '../stores/conversations';
 import { useDraft } from '../stores/draft';
+import { useRouter } from '../stores/router';
 import { frameBatcher } from './frameBatcher';
 
 /** The one request in flight; stopping aborts it (the gateway then cancels upstream). */
@@ -44,9 +45,16 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
     for await (const event of streamChat(body, controller.signal, onUnauthorized)) {
       started = true;
       if (event.type === 'conversation') {
-        if (useChat.getState().conversationId !== event.id) {
+        if (inflight === controller && useChat.getState().conversationId !== event.id) {
           useChat.getState().set({ conversationId: event.id });
           useConversations.getState().touch(event.id, opts.question);
+          // the conversation this answer created gets its URL here, once. (An effect syncing the
+          // URL to the store fought the loader, which syncs the store to the URL: switching
+          // conversations or going Back ping-ponged between both ids until React gave up.)
+          const route = useRouter.getState().route;
+          if (route.name === 'chat' && route.conversationId === null) {
+            useRouter.getState().navigate({ name: 'chat', conversationId: event.id }, { replace: true });
+          }
         }
       } else if (event.type === 'delta') {
         text += event.text;

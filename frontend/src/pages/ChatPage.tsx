@@ -44,18 +44,11 @@ function useConversationLoader(routeId: string | null) {
 
 export function ChatPage({ routeId }: { routeId: string | null }) {
   const t = useT();
-  const { messages, pending, streaming, failure, loading, conversationId } = useChat();
+  const { messages, pending, streaming, failure, loading } = useChat();
   const { send, stop, regenerate, retry } = useChatStream();
   const scroller = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
   useConversationLoader(routeId);
-
-  // a conversation created by the first answer gets its own URL (no reload: the id matches)
-  useEffect(() => {
-    if (conversationId && conversationId !== routeId) {
-      useRouter.getState().navigate({ name: 'chat', conversationId }, { replace: routeId === null });
-    }
-  }, [conversationId, routeId]);
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
