@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,8 +119,35 @@ class ConversationRepository:
             select(Message)
             .where(Message.conversation_id == conversation_id)
             .order_by(Message.created_at, Message.id)
+            .execution_options(populate_existing=True)  # `active` may have changed by UPDATE
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def activate_variant(self, conversation_id: str, message_id: int) -> bool:
+        """Make `message_id` the active answer of its turn; False when no such answer here."""
+        message = (
+            await self.session.execute(
+                select(Message).where(
+                    Message.id == message_id,
+                    Message.conversation_id == conversation_id,
+                    Message.role == "assistant",
+                )
+            )
+        ).scalar_one_or_none()
+        if message is None:
+            return False
+        root = message.variant_of or message.id
+        await self.session.execute(
+            update(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                or_(Message.id == root, Message.variant_of == root),
+            )
+            .values(active=Message.id == message_id)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.flush()
+        return True
 
     def add(self, conversation: Conversation) -> None:
         self.session.add(conversation)

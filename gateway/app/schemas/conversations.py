@@ -87,7 +87,7 @@ class ConversationPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
 
 
-class MessageOut(BaseModel):
+class MessageVariant(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -100,8 +100,18 @@ class MessageOut(BaseModel):
     created_at: datetime
 
 
+class MessageOut(MessageVariant):
+    variants: list[MessageVariant] = Field(
+        default_factory=list,
+        description="every answer of this turn (this one included) when it was regenerated",
+    )
+    variant_index: int = Field(default=0, description="this answer's place in `variants`")
+
+
 class ConversationDetail(ConversationOut):
-    messages: list[MessageOut]
+    messages: list[MessageOut] = Field(
+        description="the conversation as shown: of a regenerated turn, the chosen answer"
+    )
 
 
 class ConversationExport(ConversationDetail):

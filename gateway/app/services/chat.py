@@ -210,7 +210,11 @@ class ChatService:
             log_fields["completion"] = "".join(outcome.text)
         if exchange.conversation_id is None:
             return
-        self.spawn(self.store.finish(exchange.conversation_id, outcome, model.id))
+        self.spawn(
+            self.store.finish(
+                exchange.conversation_id, outcome, model.id, variant=exchange.regenerate
+            )
+        )
         if exchange.needs_title and exchange.question and outcome.status_code == 200:
             answer = "".join(outcome.text)
             self.spawn(self._title(exchange.conversation_id, exchange.question, answer))

@@ -19,7 +19,7 @@ from app.db.models.conversation import new_conversation_id
 from app.repositories.conversations import canonical_conversation_id
 from app.services.chat_request import ChatRequest, message_text
 from app.services.chat_stream import CLIENT_CLOSED, StreamOutcome
-from app.services.chat_writer import ChatWriter
+from app.services.chat_writer import NEW_VARIANT, ChatWriter
 
 log = structlog.get_logger()
 
@@ -32,6 +32,7 @@ class Exchange:
     system_prompt: str | None  # to prepend: the request has no system message of its own
     needs_title: bool
     question: str | None
+    regenerate: bool = False  # the answer is another variant of the last one
 
 
 class ChatStore:
@@ -109,9 +110,11 @@ class ChatStore:
             self.writer.touch(conversation_id, now, model_id)
         if question is not None and not req.regenerate:
             await self.writer.add_message(_message(conversation_id, "user", question, now))
-        return Exchange(conversation_id, system_prompt, needs_title, question)
+        return Exchange(conversation_id, system_prompt, needs_title, question, req.regenerate)
 
-    async def finish(self, conversation_id: str, outcome: StreamOutcome, model_id: str) -> None:
+    async def finish(
+        self, conversation_id: str, outcome: StreamOutcome, model_id: str, *, variant: bool = False
+    ) -> None:
         """Queue the answer; a partial (client stopped) or failed one is kept and marked so."""
         text = "".join(outcome.text)
         if not text:
@@ -125,6 +128,8 @@ class ChatStore:
         now = utcnow()
         row = _message(conversation_id, "assistant", text, now, status=status, model=model_id)
         row.update(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
+        if variant:
+            row[NEW_VARIANT] = True
         await self.writer.add_message(row)
         self.writer.touch(conversation_id, now, model_id)
 
@@ -152,6 +157,8 @@ def _message(
         "completion_tokens": None,
         "status": status,
         "created_at": when,
+        "variant_of": None,
+        "active": True,
     }
 
 
@@ -177,8 +184,48 @@ _WORD = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+")
 _PARTICLES = frozenset("은는이가을를의에도로와과요다니까습까나고서한하인것수")
 _STOPWORDS = frozenset(
-    "the a an is are was were be of to in on for and or what how why who when where which "
-    "do does did can could would should i you me my your it this that with about please".split()
+    [
+        "the",
+        "a",
+        "an",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "what",
+        "how",
+        "why",
+        "who",
+        "when",
+        "where",
+        "which",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "i",
+        "you",
+        "me",
+        "my",
+        "your",
+        "it",
+        "this",
+        "that",
+        "with",
+        "about",
+        "please",
+    ]
 )
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, insert, or_, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -66,6 +66,33 @@ class _Batch:
         self.messages[:0] = older.messages
         self.touches = older.touches | self.touches
         self.titles = older.titles | self.titles
+
+
+NEW_VARIANT = "new_variant"  # a message row's flag: a regenerated answer
+
+
+async def _insert_variant(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """A regenerated answer joins the answers given since the conversation's last question, as
+    their variant, and becomes the active one."""
+    cid = row["conversation_id"]
+    last_question = (
+        select(func.coalesce(func.max(Message.id), 0))
+        .where(Message.conversation_id == cid, Message.role == "user")
+        .scalar_subquery()
+    )
+    root = await conn.scalar(
+        select(func.min(Message.id)).where(
+            Message.conversation_id == cid, Message.role == "assistant", Message.id > last_question
+        )
+    )
+    if root is not None:
+        await conn.execute(
+            update(Message)
+            .where(Message.conversation_id == cid, Message.role == "assistant", Message.id >= root)
+            .values(active=False)
+        )
+    values = {k: v for k, v in row.items() if k != NEW_VARIANT}
+    await conn.execute(insert(Message).values({**values, "variant_of": root, "active": True}))
 
 
 class ChatWriter:
@@ -191,8 +218,17 @@ class ChatWriter:
     async def _write(conn: AsyncConnection, batch: _Batch) -> None:
         if batch.conversations:
             await conn.execute(insert(Conversation), batch.conversations)
-        if batch.messages:
-            await conn.execute(insert(Message), batch.messages)
+        plain: list[dict[str, Any]] = []
+        for row in batch.messages:  # in order: a variant follows the answers it joins
+            if row.get(NEW_VARIANT):
+                if plain:
+                    await conn.execute(insert(Message), plain)
+                    plain = []
+                await _insert_variant(conn, row)
+            else:
+                plain.append(row)
+        if plain:
+            await conn.execute(insert(Message), plain)
         if batch.touches:
             await conn.execute(
                 _touch, [{"cid": c, "ts": ts, "mdl": m} for c, (ts, m) in batch.touches.items()]

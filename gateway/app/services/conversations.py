@@ -30,6 +30,7 @@ from app.schemas.conversations import (
     ConversationUpdate,
     ExportFormat,
     MessageOut,
+    MessageVariant,
     UserSettingsIn,
     UserSettingsOut,
 )
@@ -102,15 +103,46 @@ def render_markdown(doc: ConversationExport) -> str:
             facts.append(message.model)
         if message.status in _STATUS_NOTES:
             facts.append(_STATUS_NOTES[message.status])
+        if message.variants:
+            facts.append(f"answer {message.variant_index + 1} of {len(message.variants)}")
         lines += [f"### {message.role.capitalize()}", "", f"_{' · '.join(facts)}_", ""]
         lines += [message.content, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def shown_messages(messages: list[Message]) -> list[MessageOut]:
+    """The conversation as read: each regenerated turn once, as its active answer, with all its
+    answers in `variants` (in the order they were given)."""
+    turns: dict[int, list[Message]] = {}
+    for m in messages:
+        if m.role == "assistant":
+            turns.setdefault(m.variant_of or m.id, []).append(m)
+    shown: list[MessageOut] = []
+    for m in messages:
+        if m.role != "assistant":
+            shown.append(MessageOut.model_validate(m))
+            continue
+        turn = turns.get(m.id)
+        if m.variant_of is not None or turn is None:
+            continue  # a variant (listed with its turn's first answer), or an orphan's root
+        if len(turn) == 1:
+            shown.append(MessageOut.model_validate(m))
+            continue
+        index = next((i for i, v in enumerate(turn) if v.active), len(turn) - 1)
+        out = MessageOut.model_validate(turn[index])
+        out.variants = [MessageVariant.model_validate(v) for v in turn]
+        out.variant_index = index
+        shown.append(out)
+    # a variant whose first answer is gone (never: it cascades) would be lost; keep it visible
+    listed = {v.id for out in shown for v in out.variants} | {out.id for out in shown}
+    shown += [MessageOut.model_validate(m) for m in messages if m.id not in listed]
+    return shown
+
+
 def _detail(conversation: Conversation, messages: list[Message]) -> ConversationDetail:
     return ConversationDetail(
         **ConversationOut.model_validate(conversation).model_dump(),
-        messages=[MessageOut.model_validate(m) for m in messages],
+        messages=shown_messages(messages),
     )
 
 
@@ -181,6 +213,16 @@ class ConversationService:
         await self.session.flush()
         log.info("conversation updated", user_id=user_id, conversation_id=conversation.id)
         return conversation
+
+    async def choose_variant(
+        self, user_id: int, conversation_id: str, message_id: int
+    ) -> ConversationDetail:
+        """Make one answer of a regenerated turn the one shown (and sent as context)."""
+        conversation = await self._owned(user_id, conversation_id)
+        if not await self.conversations.activate_variant(conversation.id, message_id):
+            raise NotFound("message not found", code="message_not_found")
+        log.info("answer variant chosen", user_id=user_id, conversation_id=conversation.id)
+        return _detail(conversation, await self.conversations.messages(conversation.id))
 
     async def delete(self, user_id: int, conversation_id: str) -> None:
         if not await self.conversations.delete_owned(conversation_id, user_id):

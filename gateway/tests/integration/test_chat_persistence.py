@@ -277,3 +277,79 @@ async def test_a_rename_during_title_generation_is_kept(start_gateway, simulator
         await wait_until(title_request_answered, timeout=10)  # the title task has started
         await wait_until(lambda: not gw.app.state.chat._background, timeout=10)  # and ended
         assert (await _conversation(gw, token, cid))["title"] == "My tides"
+
+
+async def test_regenerated_answers_are_variants_of_one_turn(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    async with start_gateway() as gw:
+        token = await _token(gw)
+        question = {"role": "user", "content": "Tell me a story"}
+        cid = await _ask(gw, token, "Tell me a story")
+        first = await wait_until(lambda: _with_messages(gw, token, cid, 2))
+        first_answer = first["messages"][1]
+        # regenerate twice: the question is not stored again, each answer joins the turn
+        await sim_post(simulator, "/sim/config", {"tokens": 5})
+        await _ask(gw, token, "Tell me a story", conversation_id=cid, regenerate=True)
+        await sim_post(simulator, "/sim/config", {"tokens": 7})
+        await _ask(gw, token, "Tell me a story", conversation_id=cid, regenerate=True)
+
+        async def three_variants() -> dict | None:  # type: ignore[type-arg]
+            conv = await _conversation(gw, token, cid)
+            return conv if len(conv["messages"][-1]["variants"]) == 3 else None
+
+        conv = await wait_until(three_variants)
+        assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
+        shown = conv["messages"][1]
+        variants = shown["variants"]
+        assert variants[0]["id"] == first_answer["id"]
+        assert [v["completion_tokens"] for v in variants] == [16, 5, 7]
+        assert shown["variant_index"] == 2 and shown["id"] == variants[2]["id"]  # the newest
+
+        # choose the first answer: it is what the conversation shows from now on
+        async with gw.client(token) as c:
+            r = await c.put(f"/api/conversations/{cid}/messages/{variants[0]['id']}/active")
+            assert r.status_code == 200
+            assert r.json()["messages"][1]["variant_index"] == 0
+            again = await _conversation(gw, token, cid)
+            assert again["messages"][1]["id"] == variants[0]["id"]
+            assert again["messages"][1]["content"] == first_answer["content"]
+            assert [v["id"] for v in again["messages"][1]["variants"]] == [
+                v["id"] for v in variants
+            ]
+            # the next turn continues from the chosen answer (the UI sends it as history)
+            body = {
+                "conversation_id": cid,
+                "stream": False,
+                "messages": [
+                    question,
+                    {"role": "assistant", "content": first_answer["content"]},
+                    {"role": "user", "content": "And then?"},
+                ],
+            }
+            assert (await c.post("/api/chat", json=body)).status_code == 200
+            conv = await wait_until(lambda: _with_messages(gw, token, cid, 4))
+            assert [m["role"] for m in conv["messages"]] == [
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+            ]
+            assert conv["messages"][1]["variant_index"] == 0
+            assert conv["messages"][3]["variants"] == []
+            # the markdown export names the chosen answer; the JSON one keeps every variant
+            md = (await c.get(f"/api/conversations/{cid}/export?format=md")).text
+            assert "answer 1 of 3" in md
+            exported = (await c.get(f"/api/conversations/{cid}/export")).json()
+            assert len(exported["messages"][1]["variants"]) == 3
+
+            # someone else's message, a user message, an unknown id: 404 in the SPEC's shape
+            user_message_id = conv["messages"][0]["id"]
+            for mid in (user_message_id, 999_999, 2**62):
+                r = await c.put(f"/api/conversations/{cid}/messages/{mid}/active")
+                assert r.status_code == 404 and r.json()["error"]["code"] == "message_not_found"
+            r = await c.put(f"/api/conversations/{cid}/messages/abc/active")
+            assert r.status_code == 422
+        other = await _token(gw, "admin", "admin123")
+        async with gw.client(other) as c:
+            r = await c.put(f"/api/conversations/{cid}/messages/{variants[1]['id']}/active")
+            assert r.status_code == 404
+        assert (await _conversation(gw, token, cid))["messages"][1]["variant_index"] == 0

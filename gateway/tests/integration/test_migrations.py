@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -123,5 +124,76 @@ async def test_keys_made_before_scopes_become_chat_keys(
             assert (await conn.execute(text("SELECT scope FROM api_keys"))).scalar_one() == "chat"
             with pytest.raises(IntegrityError):
                 await conn.execute(text("UPDATE api_keys SET scope = 'admin'"))
+    finally:
+        await engine.dispose()
+
+
+async def test_0005_groups_earlier_regenerations_and_names_untitled_conversations(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Before 0005 a regenerated answer was stored after the one it replaced: after the upgrade
+    consecutive answers are variants of the first, the newest one shown."""
+    engine = create_engine(make_settings(empty_database, tmp_path), empty_database)
+    try:
+        await migrate(engine, "0001")
+        rows = [("user", "q1"), ("assistant", "a1"), ("assistant", "a1 again")]
+        rows += [("assistant", "a1 third"), ("user", "q2"), ("assistant", "a2")]
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, disabled, token_version,"
+                    " created_at, updated_at) VALUES ('u', 'x', 'user', false, 0,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            for cid, title in (("c1", None), ("c2", "Named"), ("c3", None)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO conversations (id, user_id, title, created_at, updated_at)"
+                        " VALUES (:id, (SELECT id FROM users), :title, CURRENT_TIMESTAMP,"
+                        " CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": cid, "title": title},
+                )
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (conversation_id, role, content, status, created_at)"
+                    " VALUES ('c2', 'user', 'not the title', 'complete', CURRENT_TIMESTAMP)"
+                )
+            )
+            for i, (role, content) in enumerate(rows):
+                await conn.execute(
+                    text(
+                        "INSERT INTO messages (conversation_id, role, content, status, created_at)"
+                        " VALUES ('c1', :role, :content, 'complete', :at)"
+                    ),
+                    {"role": role, "content": content, "at": datetime(2026, 1, 1, 0, 0, i)},
+                )
+        await migrate(engine)
+        async with engine.connect() as conn:
+            got = (
+                await conn.execute(
+                    text(
+                        "SELECT id, content, variant_of, active FROM messages"
+                        " WHERE conversation_id = 'c1' ORDER BY id"
+                    )
+                )
+            ).all()
+            titles = [
+                tuple(r)
+                for r in await conn.execute(text("SELECT id, title FROM conversations ORDER BY id"))
+            ]
+        ids = [r[0] for r in got]
+        assert [(r[1], r[2], bool(r[3])) for r in got] == [
+            ("q1", None, True),
+            ("a1", None, False),
+            ("a1 again", ids[1], False),
+            ("a1 third", ids[1], True),
+            ("q2", None, True),
+            ("a2", None, True),
+        ]
+        # untitled conversations are named by their first question; a title is kept; a
+        # conversation without a question stays untitled
+        assert titles == [("c1", "q1"), ("c2", "Named"), ("c3", None)]
     finally:
         await engine.dispose()

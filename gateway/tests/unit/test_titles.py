@@ -10,7 +10,12 @@ from app.services.chat_store import fallback_title, good_title
 @pytest.mark.parametrize(
     ("raw", "question", "answer", "expected"),
     [
-        ("Ocean tides explained", "How do ocean tides work?", "The moon pulls...", "Ocean tides explained"),
+        (
+            "Ocean tides explained",
+            "How do ocean tides work?",
+            "The moon pulls...",
+            "Ocean tides explained",
+        ),
         ('Title: "Tides and the moon"', "Why are there tides?", "", "Tides and the moon"),
         ("곱셈 질문", "12 곱하기 7은 얼마인가요?", "84입니다.", "곱셈 질문"),
         ("12 * 7 multiplication", "What is 12 * 7?", "12 * 7 = 80", "12 * 7 multiplication"),
@@ -36,7 +41,11 @@ def test_a_good_title_is_kept(raw: str, question: str, answer: str, expected: st
             "",
         ),  # too long
         ("Le voyage de la baleine", "How do I sort a list in Python?", ""),  # nonsense
-        ("Python list sorting", "파이썬에서 리스트를 정렬하려면?", ""),  # not the question's language
+        (
+            "Python list sorting",
+            "파이썬에서 리스트를 정렬하려면?",
+            "",
+        ),  # not the question's language
     ],
 )
 def test_a_weak_title_gives_way_to_the_question(raw: str, question: str, answer: str) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.schemas.conversations import (
@@ -68,6 +68,17 @@ async def update_conversation(
 ) -> ConversationOut:
     updated = await conversations.update(principal.user_id, conversation_id, body)
     return ConversationOut.model_validate(updated)
+
+
+@router.put("/{conversation_id}/messages/{message_id}/active")
+async def choose_variant(
+    conversation_id: str,
+    message_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    principal: CurrentPrincipal,
+    conversations: ConversationServiceDep,
+) -> ConversationDetail:
+    """Show this answer of a regenerated turn (the others stay, one switch away)."""
+    return await conversations.choose_variant(principal.user_id, conversation_id, message_id)
 
 
 @router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId, UTCDateTime, utcnow
@@ -28,3 +28,9 @@ class Message(Base):
     # complete | partial (client stopped) | error (upstream failed mid-answer)
     status: Mapped[str] = mapped_column(String(16), default="complete")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # regenerated answers are variants of one turn: each names the turn's first answer, and
+    # one variant per turn is the `active` one (shown, and sent as context for the next turn)
+    variant_of: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
