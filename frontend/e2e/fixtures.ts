@@ -52,3 +52,32 @@ export async function send(page: Page, text: string): Promise<void> {
   await page.getByTestId('chat-input').fill(text);
   await page.getByTestId('send-button').click();
 }
+
+/** The simulator behind the gateway (its /sim/* endpoints: config, the last request). */
+export async function sim<T>(path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${process.env.E2E_SIM_URL}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  return (await res.json()) as T;
+}
+
+/**
+ * Fails the test on any uncaught page error or console error (React's "Maximum update depth",
+ * a failed resource load, ...). Call at the start of a test; `check()` at its end.
+ */
+export function watchErrors(page: Page): { errors: string[]; check: () => void } {
+  const errors: string[] = [];
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(`console.error: ${msg.text()}`);
+  });
+  return { errors, check: () => expect(errors, 'errors in the page').toEqual([]) };
+}
+
+/** Waits for the last answer on the page to end as `status`. */
+export async function answered(page: Page, status = 'complete', timeout = 20_000): Promise<void> {
+  await expect(page.getByTestId('ai-message').last()).toHaveAttribute('data-status', status, { timeout });
+}

@@ -110,5 +110,6 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
     throw err;
   }
   process.env.E2E_BASE_URL = base;
+  process.env.E2E_SIM_URL = `http://127.0.0.1:${vllmPort}`; // whichever simulator profile runs
   return stop;
 }

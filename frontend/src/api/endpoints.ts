@@ -38,6 +38,11 @@ export const conversationsApi = {
       method: 'PATCH',
       body: patch,
     }),
+  chooseVariant: (id: string, messageId: number) =>
+    apiJson<ConversationDetail>(
+      `/api/conversations/${encodeURIComponent(id)}/messages/${messageId}/active`,
+      { method: 'PUT' },
+    ),
   remove: (id: string) =>
     apiJson<void>(`/api/conversations/${encodeURIComponent(id)}`, { method: 'DELETE' }),
   exportFile: (id: string, format: 'json' | 'md') =>

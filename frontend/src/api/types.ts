@@ -54,7 +54,7 @@ export interface ConversationPage {
 
 export type MessageStatus = 'complete' | 'partial' | 'error';
 
-export interface MessageOut {
+export interface MessageVariant {
   id: number;
   role: 'user' | 'assistant' | 'system';
   content: string;
@@ -63,6 +63,13 @@ export interface MessageOut {
   completion_tokens: number | null;
   status: MessageStatus | string;
   created_at: string;
+}
+
+export interface MessageOut extends MessageVariant {
+  /** every answer of a regenerated turn (this one included); empty when there is one */
+  variants?: MessageVariant[];
+  /** this answer's place in `variants` */
+  variant_index?: number;
 }
 
 export interface ConversationOut {

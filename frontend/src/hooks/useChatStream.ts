@@ -1,9 +1,10 @@
 import { useCallback } from 'react';
 import { streamChat } from '../api/chat';
+import { conversationsApi } from '../api/endpoints';
 import { ApiError, isAbortError } from '../api/errors';
 import type { ChatMessage, ChatRequestBody } from '../api/types';
 import { useAuth } from '../stores/auth';
-import { nextKey, useChat, type UiMessage } from '../stores/chat';
+import { nextKey, toUiMessages, useChat, variantsOf, withVariant, type UiMessage } from '../stores/chat';
 import { useConversations } from '../stores/conversations';
 import { useDraft } from '../stores/draft';
 import { useRouter } from '../stores/router';
@@ -17,7 +18,14 @@ function history(messages: UiMessage[]): ChatMessage[] {
   return messages.filter((m) => m.content.trim()).map((m) => ({ role: m.role, content: m.content }));
 }
 
-async function run(messages: UiMessage[], opts: { regenerate: boolean; question: string }): Promise<void> {
+interface RunOptions {
+  regenerate: boolean;
+  question: string;
+  /** regenerating: the answer being replaced, kept as a variant of the turn */
+  replaced?: UiMessage;
+}
+
+async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
   const chat = useChat.getState();
   const controller = new AbortController();
   inflight = controller;
@@ -37,8 +45,15 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
   });
   const commit = (status: UiMessage['status']): UiMessage[] => {
     const current = useChat.getState().messages;
-    return text ? [...current, { key: nextKey(), role: 'assistant', content: text, status }] : current;
+    const { replaced } = opts;
+    if (!text) return replaced ? [...current, replaced] : current; // nothing new: the old answer stays
+    const answer: UiMessage = { key: nextKey(), role: 'assistant', content: text, status };
+    if (!replaced) return [...current, answer];
+    // the new answer is the turn's newest variant, the earlier ones one switch away
+    const variants = [...variantsOf(replaced), { id: null, content: text, status }];
+    return [...current, { ...answer, key: replaced.key, id: null, variants, variantIndex: variants.length - 1 }];
   };
+  let created: string | null = null;
 
   try {
     const onUnauthorized = () => useAuth.getState().logout('expired');
@@ -46,6 +61,7 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
       started = true;
       if (event.type === 'conversation') {
         if (inflight === controller && useChat.getState().conversationId !== event.id) {
+          if (useChat.getState().conversationId === null) created = event.id;
           useChat.getState().set({ conversationId: event.id });
           useConversations.getState().touch(event.id, opts.question);
           // the conversation this answer created gets its URL here, once. (An effect syncing the
@@ -94,8 +110,74 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
       }
     }
   } finally {
-    if (inflight === controller) inflight = null;
-    useConversations.getState().refreshSoon();
+    const current = inflight === controller;
+    if (current) inflight = null;
+    // a new conversation's title: the question's first words now, a generated one soon after
+    if (created) useConversations.getState().watchTitle(created);
+    else useConversations.getState().refreshSoon();
+    const id = useChat.getState().conversationId;
+    if (current && id) void syncOpenConversation(id);
+  }
+}
+
+/** How many local messages the server's view must cover before it replaces them. */
+function covers(server: UiMessage[], local: UiMessage[]): boolean {
+  if (server.length < local.length) return false;
+  return local.every((m, i) => variantsOf(server[i]!).length >= variantsOf(m).length);
+}
+
+/**
+ * After an answer, take the server's view of the open conversation (its message ids, which
+ * choosing a variant needs); the gateway writes a moment after the stream ends, so a view that
+ * does not cover what is shown yet is asked for again, a few times.
+ */
+export async function syncOpenConversation(id: string, delays: number[] = [150, 600, 2000]): Promise<boolean> {
+  for (const delay of delays) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    const before = useChat.getState();
+    if (before.conversationId !== id || before.streaming) return false;
+    let detail;
+    try {
+      detail = await conversationsApi.get(id);
+    } catch {
+      return false;
+    }
+    const chat = useChat.getState();
+    if (chat.conversationId !== id || chat.streaming || chat.messages !== before.messages) return false;
+    const server = toUiMessages(detail.messages);
+    if (!covers(server, chat.messages)) continue;
+    // keep the React keys of what is on screen: nothing re-mounts
+    chat.set({ messages: server.map((m, i) => ({ ...m, key: chat.messages[i]?.key ?? m.key })) });
+    return true;
+  }
+  return false;
+}
+
+/** Show variant `index` of the answer at `position` and remember the choice on the server. */
+export async function chooseVariant(position: number, index: number): Promise<void> {
+  const chat = useChat.getState();
+  const message = chat.messages[position];
+  const id = chat.conversationId;
+  if (!message || message.role !== 'assistant' || chat.streaming || !id) return;
+  const shown = withVariant(message, index);
+  chat.set({ messages: chat.messages.map((m, i) => (i === position ? shown : m)) });
+  let variantId = shown.id;
+  if (variantId == null) {
+    // chosen before the server's ids arrived: fetch them first
+    await syncOpenConversation(id, [0, 500, 1500]);
+    const synced = useChat.getState().messages[position];
+    variantId = synced?.variants?.[index]?.id ?? null;
+    if (synced && synced.variantIndex !== index) {
+      useChat.getState().set({
+        messages: useChat.getState().messages.map((m, i) => (i === position ? withVariant(synced, index) : m)),
+      });
+    }
+  }
+  if (variantId == null || useChat.getState().conversationId !== id) return;
+  try {
+    await conversationsApi.chooseVariant(id, variantId);
+  } catch {
+    // the choice stays on screen; the server keeps showing the newest answer after a reload
   }
 }
 
@@ -123,7 +205,12 @@ export function useChatStream() {
     const lastUser = messages.map((m) => m.role).lastIndexOf('user');
     if (lastUser < 0) return;
     const question = messages[lastUser]?.content ?? '';
-    await run(messages.slice(0, lastUser + 1), { regenerate: true, question });
+    const replaced = messages[lastUser + 1];
+    await run(messages.slice(0, lastUser + 1), {
+      regenerate: true,
+      question,
+      replaced: replaced?.role === 'assistant' ? replaced : undefined,
+    });
   }, []);
 
   const retry = useCallback(async () => {

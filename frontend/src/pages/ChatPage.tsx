@@ -5,7 +5,7 @@ import { ApiError } from '../api/errors';
 import { ChatError } from '../components/chat/ChatError';
 import { ChatInput } from '../components/chat/ChatInput';
 import { MessageItem } from '../components/chat/MessageItem';
-import { stopChatStream, useChatStream } from '../hooks/useChatStream';
+import { chooseVariant, stopChatStream, useChatStream } from '../hooks/useChatStream';
 import { useT } from '../i18n';
 import { toUiMessages, useChat } from '../stores/chat';
 import { useRouter } from '../stores/router';
@@ -93,6 +93,15 @@ export function ChatPage({ routeId }: { routeId: string | null }) {
               content={m.content}
               status={m.status}
               onRegenerate={i === lastAssistant && i === messages.length - 1 && !streaming ? () => void regenerate() : undefined}
+              variant={
+                m.variants && m.variants.length > 1
+                  ? {
+                      index: m.variantIndex ?? m.variants.length - 1,
+                      count: m.variants.length,
+                      onChoose: streaming ? undefined : (index) => void chooseVariant(i, index),
+                    }
+                  : undefined
+              }
             />
           ))}
           {streaming && <MessageItem role="assistant" content={pending} status="streaming" />}

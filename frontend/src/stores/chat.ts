@@ -4,12 +4,24 @@ import type { MessageOut } from '../api/types';
 
 export type UiStatus = 'complete' | 'partial' | 'error';
 
+/** One answer of a regenerated turn; `id` is the server's once it is known. */
+export interface UiVariant {
+  id: number | null;
+  content: string;
+  status: UiStatus;
+}
+
 export interface UiMessage {
   /** stable React key: the server id when known, else a local one */
   key: string;
   role: 'user' | 'assistant';
   content: string;
   status: UiStatus;
+  /** the server id, when known */
+  id?: number | null;
+  /** an answer that was regenerated: all its variants (this one at `variantIndex`) */
+  variants?: UiVariant[];
+  variantIndex?: number;
 }
 
 export interface ChatFailure {
@@ -65,13 +77,36 @@ export const useChat = create<ChatState>((set) => ({
   set: (patch) => set(patch),
 }));
 
+const uiStatus = (status: string): UiStatus => (status === 'partial' || status === 'error' ? status : 'complete');
+
 export function toUiMessages(messages: MessageOut[]): UiMessage[] {
   return messages
     .filter((m): m is MessageOut & { role: 'user' | 'assistant' } => m.role === 'user' || m.role === 'assistant')
-    .map((m) => ({
-      key: `srv-${m.id}`,
-      role: m.role,
-      content: m.content,
-      status: m.status === 'partial' || m.status === 'error' ? m.status : 'complete',
-    }));
+    .map((m) => {
+      const message: UiMessage = {
+        key: `srv-${m.id}`,
+        id: m.id,
+        role: m.role,
+        content: m.content,
+        status: uiStatus(m.status),
+      };
+      if (m.variants && m.variants.length > 1) {
+        message.variants = m.variants.map((v) => ({ id: v.id, content: v.content, status: uiStatus(v.status) }));
+        message.variantIndex = m.variant_index ?? m.variants.length - 1;
+      }
+      return message;
+    });
+}
+
+/** The variants of an answer, itself the only one when it was never regenerated. */
+export function variantsOf(message: UiMessage): UiVariant[] {
+  return message.variants ?? [{ id: message.id ?? null, content: message.content, status: message.status }];
+}
+
+/** `message` showing its variant `index` instead. */
+export function withVariant(message: UiMessage, index: number): UiMessage {
+  const variants = variantsOf(message);
+  const chosen = variants[index];
+  if (!chosen) return message;
+  return { ...message, id: chosen.id, content: chosen.content, status: chosen.status, variants, variantIndex: index };
 }

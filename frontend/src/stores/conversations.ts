@@ -18,11 +18,15 @@ interface ConversationsState {
   /** a conversation just got a message: show it first at once, the server's view follows */
   touch: (id: string, question: string) => void;
   refreshSoon: () => void;
+  /** a new conversation: reload until its generated title replaces the question's words (bounded) */
+  watchTitle: (id: string) => void;
   rename: (id: string, title: string) => Promise<void>;
   remove: (id: string) => Promise<void>;
 }
 
 let refreshTimer: ReturnType<typeof setTimeout> | undefined;
+// after a new conversation's first answer: the list now, then until the title changes
+const TITLE_WATCH_MS = [400, 1000, 2000, 4000, 8000];
 
 export const useConversations = create<ConversationsState>((set, get) => ({
   items: [],
@@ -79,6 +83,25 @@ export const useConversations = create<ConversationsState>((set, get) => ({
     clearTimeout(refreshTimer);
     // the gateway writes in batches and titles arrive a moment later
     refreshTimer = setTimeout(() => void get().load(), 600);
+  },
+  watchTitle: (id) => {
+    clearTimeout(refreshTimer);
+    let first: string | null | undefined;
+    const step = (i: number) => {
+      const delay = TITLE_WATCH_MS[i];
+      if (delay === undefined) return;
+      refreshTimer = setTimeout(() => {
+        void get()
+          .load()
+          .then(() => {
+            const title = get().items.find((c) => c.id === id)?.title;
+            if (first === undefined) first = title;
+            else if (title !== first) return; // the generated title arrived
+            step(i + 1);
+          });
+      }, delay);
+    };
+    step(0);
   },
   rename: async (id, title) => {
     const updated = await conversationsApi.update(id, { title });

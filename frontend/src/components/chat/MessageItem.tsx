@@ -1,4 +1,4 @@
-import { RefreshCw } from 'lucide-react';
+import { ChevronLeft, ChevronRight, RefreshCw } from 'lucide-react';
 import { memo } from 'react';
 import { useT } from '../../i18n';
 import type { UiStatus } from '../../stores/chat';
@@ -10,9 +10,11 @@ interface Props {
   content: string;
   status: UiStatus | 'streaming';
   onRegenerate?: () => void;
+  /** a regenerated answer: which of how many variants is shown, and how to show another */
+  variant?: { index: number; count: number; onChoose?: (index: number) => void };
 }
 
-export const MessageItem = memo(function MessageItem({ role, content, status, onRegenerate }: Props) {
+export const MessageItem = memo(function MessageItem({ role, content, status, onRegenerate, variant }: Props) {
   const t = useT();
   if (role === 'user') {
     return (
@@ -40,6 +42,35 @@ export const MessageItem = memo(function MessageItem({ role, content, status, on
       </div>
       {!streaming && (
         <div className="flex items-center gap-1 text-slate-500 opacity-100 transition-opacity sm:opacity-60 sm:group-hover:opacity-100">
+          {variant && variant.count > 1 && (
+            <div data-testid="variant-switcher" className="flex items-center text-xs tabular-nums">
+              <button
+                type="button"
+                data-testid="variant-prev"
+                aria-label={t('previousAnswer')}
+                title={t('previousAnswer')}
+                disabled={!variant.onChoose || variant.index === 0}
+                onClick={() => variant.onChoose?.(variant.index - 1)}
+                className="rounded-md p-1 hover:bg-slate-200/70 disabled:opacity-40 dark:hover:bg-slate-700/70"
+              >
+                <ChevronLeft className="h-3.5 w-3.5" aria-hidden />
+              </button>
+              <span data-testid="variant-position">
+                {variant.index + 1}/{variant.count}
+              </span>
+              <button
+                type="button"
+                data-testid="variant-next"
+                aria-label={t('nextAnswer')}
+                title={t('nextAnswer')}
+                disabled={!variant.onChoose || variant.index === variant.count - 1}
+                onClick={() => variant.onChoose?.(variant.index + 1)}
+                className="rounded-md p-1 hover:bg-slate-200/70 disabled:opacity-40 dark:hover:bg-slate-700/70"
+              >
+                <ChevronRight className="h-3.5 w-3.5" aria-hidden />
+              </button>
+            </div>
+          )}
           <CopyButton testId="copy-message" text={() => content} label={t('copy')} doneLabel={t('copied')} />
           {onRegenerate && (
             <button
