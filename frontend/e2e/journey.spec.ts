@@ -45,6 +45,47 @@ test.afterEach(async () => {
   await sim('/sim/config', { tokens: 16, ttft_ms: 0, itl_ms: 0 });
 });
 
+test('switching conversations by the sidebar and by Back/Forward never blanks the page', async ({ page }) => {
+  // issue 13, defect 1: the second conversation opened gave a white screen (React #185) after
+  // ~51 alternating reads of both conversations
+  const { check } = watchErrors(page);
+  const reads = countConversationReads(page);
+  const token = await apiToken('test', 'test');
+  const ids: string[] = [];
+  for (const question of ['first of two', 'second of two']) {
+    const res = await fetch(`${process.env.E2E_BASE_URL}/api/chat`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: question }], stream: false }),
+    });
+    expect(res.ok).toBeTruthy();
+    ids.push(res.headers.get('X-Conversation-ID')!);
+  }
+  await login(page, 'test', 'test');
+  const open = async (question: string) => {
+    await sidebarItem(page, question).getByRole('button').first().click();
+    await expect(page.getByTestId('user-message').first()).toHaveText(question);
+  };
+  await open('first of two');
+  await expect(page).toHaveURL(new RegExp(`/c/${ids[0]}$`));
+  await open('second of two');
+  await expect(page).toHaveURL(new RegExp(`/c/${ids[1]}$`));
+  await open('first of two');
+  await page.goBack();
+  await expect(page).toHaveURL(new RegExp(`/c/${ids[1]}$`));
+  await expect(page.getByTestId('user-message').first()).toHaveText('second of two');
+  await page.goBack();
+  await expect(page).toHaveURL(new RegExp(`/c/${ids[0]}$`));
+  await expect(page.getByTestId('user-message').first()).toHaveText('first of two');
+  await page.goForward();
+  await expect(page.getByTestId('user-message').first()).toHaveText('second of two');
+  await expect(page.getByTestId('chat-input')).toBeVisible(); // not a white screen
+  expect(reads.count()).toBeLessThanOrEqual(6 + 2); // one read per opening
+  await step(page, 'two-conversations-switched');
+  check();
+  for (const id of ids) await api(token, `/api/conversations/${id}`, { method: 'DELETE' });
+});
+
 test('a day of chatting: three conversations, titles, variants, moving around, reload, stop', async ({ page }) => {
   const { check } = watchErrors(page);
   const reads = countConversationReads(page);
@@ -52,6 +93,8 @@ test('a day of chatting: three conversations, titles, variants, moving around, r
   await step(page, 'logged-in');
 
   // 1. conversation A: the sidebar names it by the question at once, the generated title follows
+  // (a model taking 1.5 s per call: the title comes well after the answer)
+  await sim('/sim/config', { ttft_ms: 1500 });
   await send(page, TIDES);
   await expect(page.getByTestId('conversation-title').first()).toHaveText('Please explain how the ocean tides work every');
   await answered(page);
@@ -60,6 +103,7 @@ test('a day of chatting: three conversations, titles, variants, moving around, r
   // the simulator's title is the question's first six words; no reload, never "Untitled"
   await expect(page.getByTestId('conversation-title').first()).toHaveText('Please explain how the ocean tides', { timeout: 15_000 });
   await expect(page.getByText('제목 없음')).toHaveCount(0);
+  await sim('/sim/config', { ttft_ms: 0 });
   const firstAnswer = (await page.getByTestId('ai-message').last().locator('.markdown').innerText()).trim();
   await step(page, 'conversation-a-titled');
 
