@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from app.schemas.wire import RequestModel
 
@@ -101,11 +109,25 @@ class MessageVariant(BaseModel):
 
 
 class MessageOut(MessageVariant):
-    variants: list[MessageVariant] = Field(
-        default_factory=list,
-        description="every answer of this turn (this one included) when it was regenerated",
+    """A message; an answer that was regenerated also carries the turn's `variants`."""
+
+    variants: list[MessageVariant] | None = Field(
+        default=None,
+        description="every answer of this turn (this one included); only on a regenerated turn",
     )
-    variant_index: int = Field(default=0, description="this answer's place in `variants`")
+    variant_index: int | None = Field(
+        default=None, description="this answer's place in `variants`; only with `variants`"
+    )
+
+    @model_serializer(mode="wrap")
+    def _variants_only_when_there_are_some(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.variants is None:
+            data.pop("variants", None)
+            data.pop("variant_index", None)
+        return data
 
 
 class ConversationDetail(ConversationOut):

@@ -104,7 +104,7 @@ def render_markdown(doc: ConversationExport) -> str:
         if message.status in _STATUS_NOTES:
             facts.append(_STATUS_NOTES[message.status])
         if message.variants:
-            facts.append(f"answer {message.variant_index + 1} of {len(message.variants)}")
+            facts.append(f"answer {(message.variant_index or 0) + 1} of {len(message.variants)}")
         lines += [f"### {message.role.capitalize()}", "", f"_{' · '.join(facts)}_", ""]
         lines += [message.content, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -134,7 +134,7 @@ def shown_messages(messages: list[Message]) -> list[MessageOut]:
         out.variant_index = index
         shown.append(out)
     # a variant whose first answer is gone (never: it cascades) would be lost; keep it visible
-    listed = {v.id for out in shown for v in out.variants} | {out.id for out in shown}
+    listed = {v.id for out in shown for v in out.variants or ()} | {out.id for out in shown}
     shown += [MessageOut.model_validate(m) for m in messages if m.id not in listed]
     return shown
 
