@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { useChat } from '../stores/chat';
 import { useConversations } from '../stores/conversations';
 import { controllableSse, delta } from '../test/sse-response';
-import { useChatStream } from './useChatStream';
+import { chooseVariant, useChatStream } from './useChatStream';
 
 const fetchMock = vi.fn();
 
@@ -11,7 +11,7 @@ beforeEach(() => {
   vi.stubGlobal('fetch', fetchMock);
   fetchMock.mockReset();
   useChat.getState().reset(null);
-  useConversations.setState({ items: [], refreshSoon: () => {} });
+  useConversations.setState({ items: [], refreshSoon: () => {}, watchTitle: () => {} });
 });
 
 afterEach(() => vi.unstubAllGlobals());
@@ -98,6 +98,77 @@ describe('useChatStream', () => {
     const body = JSON.parse(fetchMock.mock.calls[1]![1].body as string);
     expect(body).toMatchObject({ conversation_id: 'c2', regenerate: true, messages: [{ role: 'user', content: 'q' }] });
     expect(useChat.getState().messages.map((m) => m.content)).toEqual(['q', 'full answer']);
+  });
+
+  it('regenerate keeps the earlier answer as a variant; stopped before a token, the old one stays', async () => {
+    useChat.setState({
+      conversationId: 'c1',
+      messages: [
+        { key: 'srv-10', id: 10, role: 'user', content: 'q', status: 'complete' },
+        { key: 'srv-11', id: 11, role: 'assistant', content: 'first', status: 'complete' },
+      ],
+    });
+    const sse = controllableSse({ 'X-Conversation-ID': 'c1' });
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.regenerate();
+    });
+    sse.push(delta('second'));
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    const body = JSON.parse(fetchMock.mock.calls[0]![1].body as string);
+    expect(body).toMatchObject({ regenerate: true, messages: [{ role: 'user', content: 'q' }] });
+    const [, answer] = useChat.getState().messages;
+    expect(useChat.getState().messages).toHaveLength(2);
+    expect(answer).toMatchObject({ content: 'second', variantIndex: 1, key: 'srv-11' });
+    expect(answer!.variants!.map((v) => [v.id, v.content])).toEqual([
+      [11, 'first'],
+      [null, 'second'],
+    ]);
+
+    // a third try stopped before its first token: the answer shown before stays
+    const stopped = controllableSse({ 'X-Conversation-ID': 'c1' });
+    fetchMock.mockImplementationOnce((_url: string, init: RequestInit) => {
+      init.signal?.addEventListener('abort', () => stopped.error(new DOMException('aborted', 'AbortError')));
+      return Promise.resolve(stopped.response);
+    });
+    act(() => {
+      done = result.current.regenerate();
+    });
+    await waitFor(() => expect(useChat.getState().streaming).toBe(true));
+    act(() => result.current.stop());
+    await act(() => done);
+    expect(useChat.getState().messages[1]).toMatchObject({ content: 'second', variantIndex: 1 });
+  });
+
+  it('choosing a variant shows it at once and stores the choice by its server id', async () => {
+    useChat.setState({
+      conversationId: 'c1',
+      messages: [
+        { key: 'srv-10', id: 10, role: 'user', content: 'q', status: 'complete' },
+        {
+          key: 'srv-11',
+          id: 12,
+          role: 'assistant',
+          content: 'second',
+          status: 'complete',
+          variants: [
+            { id: 11, content: 'first', status: 'partial' },
+            { id: 12, content: 'second', status: 'complete' },
+          ],
+          variantIndex: 1,
+        },
+      ],
+    });
+    fetchMock.mockResolvedValueOnce(new Response('{}', { status: 200, headers: { 'Content-Type': 'application/json' } }));
+    await act(() => chooseVariant(1, 0));
+    expect(useChat.getState().messages[1]).toMatchObject({ id: 11, content: 'first', status: 'partial', variantIndex: 0 });
+    const [url, init] = fetchMock.mock.calls[0]! as [string, RequestInit];
+    expect(url).toMatch(/\/api\/conversations\/c1\/messages\/11\/active$/);
+    expect(init.method).toBe('PUT');
   });
 
   it('a 429 reports the wait from Retry-After', async () => {
