@@ -1,4 +1,5 @@
-"""message variants: a regenerated answer is a variant of its turn's first answer
+"""message variants: a regenerated answer is a variant of its turn's first answer; untitled
+conversations named by their first question
 
 Revision ID: 0005
 Revises: 0003
@@ -34,6 +35,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         )
     _group_earlier_regenerations()
+    _name_untitled_conversations()
 
 
 def _group_earlier_regenerations() -> None:
@@ -68,6 +70,32 @@ def _group_earlier_regenerations() -> None:
         sa.text("UPDATE messages SET active = true WHERE id = :id"),
         [{"id": latest[r]} for r in roots],
     )
+
+
+def _name_untitled_conversations() -> None:
+    """Conversations left untitled before (a stopped or failed first answer, or a slow title)
+    get the first words of their first question, as new ones now do at once."""
+    conn = op.get_bind()
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.id, m.content FROM conversations c JOIN messages m ON m.id = ("
+            " SELECT m2.id FROM messages m2 WHERE m2.conversation_id = c.id AND m2.role = 'user'"
+            " ORDER BY m2.created_at, m2.id LIMIT 1)"
+            " WHERE c.title IS NULL"
+        )
+    ).all()
+    titles = []
+    for conversation_id, question in rows:
+        title = " ".join(str(question).split()[:8])  # app.services.chat_store.fallback_title
+        if len(title) > 80:
+            title = title[:79] + "…"
+        if title:
+            titles.append({"id": conversation_id, "title": title})
+    if titles:
+        conn.execute(
+            sa.text("UPDATE conversations SET title = :title WHERE id = :id AND title IS NULL"),
+            titles,
+        )
 
 
 def downgrade() -> None:
