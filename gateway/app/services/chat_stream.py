@@ -133,6 +133,8 @@ class ChatRelay(Response):
         self._first_event_pending = True
         # the open upstream response; closed in __call__'s finally unless fully read
         self._upstream: aiohttp.ClientResponse | None = None
+        # the whole answer, [DONE] included, went out: a client leaving now stopped nothing
+        self._answered = False
 
     # --- ASGI entry ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,9 +162,11 @@ class ChatRelay(Response):
             if not client_gone:
                 raise  # server shutdown: let it propagate (the finally still records)
             task.uncancel()
-            self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+            if not self._answered:  # gone after [DONE] (while the upstream drains): complete
+                self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
         except OSError:  # the client vanished while we were writing
-            self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+            if not self._answered:
+                self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
         finally:
             if self.request.stream:
                 ACTIVE_STREAMS.dec()
@@ -318,6 +322,7 @@ class ChatRelay(Response):
             lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
             await self._end_with_error(send, lost, pending, template)
             return
+        self._answered = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         await _drain(resp)
         self._upstream = None  # fully read: the connection went back to the pool

@@ -4,6 +4,7 @@ row, no hung request, and the user's message kept."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from sqlalchemy import select
@@ -187,3 +188,68 @@ class TestUpstreamFaults:
 async def _messages_when(gw, count: int) -> list[Message]:  # type: ignore[no-untyped-def]
     msgs = await _messages(gw)
     return msgs if len(msgs) == count else []
+
+
+class TestAfterTheAnswer:
+    async def test_leaving_after_done_while_the_upstream_lingers_is_a_complete_answer(
+        self,
+        start_gateway,  # type: ignore[no-untyped-def]
+    ) -> None:
+        """llama.cpp keeps the response open a moment after [DONE]; the gateway reads it to the
+        end. A client that leaves on [DONE] (the browser does) was recorded as 499 and its
+        complete answer stored as "stopped"."""
+        from aiohttp import web
+
+        from tests.ports import free_port
+
+        async def models(_: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": "lingering"}]})
+
+        async def chat(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for text in ("Paris", " is the capital."):
+                chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            usage = {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
+            for event in (done, usage):
+                await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(3)  # the end of the response comes late
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with start_gateway(vllm_base_url=f"http://127.0.0.1:{port}/v1") as gw:
+                token = await _token(gw)
+                async with (
+                    gw.client(token) as c,
+                    c.stream("POST", "/api/chat", json=_chat("q")) as r,
+                ):
+                    assert r.status_code == 200
+                    async for line in r.aiter_lines():
+                        if line == "data: [DONE]":
+                            break  # leave at once, as the browser's reader does
+
+                async def answered() -> list[Message] | None:
+                    rows = await _messages(gw)
+                    return rows if len(rows) == 2 else None
+
+                _, answer = await wait_until(answered, timeout=10)
+                assert (answer.content, answer.status) == ("Paris is the capital.", "complete")
+
+                async def logged() -> list[RequestLog] | None:
+                    rows = await _rows(gw)
+                    return rows or None
+
+                (row,) = await wait_until(logged, timeout=10)
+                assert (row.status_code, row.error_code) == (200, None)
+        finally:
+            await runner.cleanup()
