@@ -117,8 +117,11 @@ test('a day of chatting: three conversations, titles, variants, moving around, r
   expect(secondAnswer).not.toBe(firstAnswer);
   await expect(page.getByTestId('ai-message')).toHaveCount(1);
   await step(page, 'regenerated-2-of-2');
+  // the choice is stored on the server (once the new answer's id is known)
+  const stored = page.waitForResponse((r) => /\/messages\/\d+\/active$/.test(r.url()) && r.request().method() === 'PUT');
   await page.getByTestId('variant-prev').click();
   await expect(variants).toHaveText('1/2');
+  expect((await stored).status()).toBe(200);
   await expect(page.getByTestId('ai-message').last().locator('.markdown')).toHaveText(firstAnswer);
   await step(page, 'variant-1-of-2');
   // after a reload the switcher still has both, and the one chosen

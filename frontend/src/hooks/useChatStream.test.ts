@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { useChat } from '../stores/chat';
 import { useConversations } from '../stores/conversations';
 import { controllableSse, delta } from '../test/sse-response';
-import { chooseVariant, useChatStream } from './useChatStream';
+import { chooseVariant, syncOpenConversation, useChatStream } from './useChatStream';
 
 const fetchMock = vi.fn();
 
@@ -169,6 +169,37 @@ describe('useChatStream', () => {
     const [url, init] = fetchMock.mock.calls[0]! as [string, RequestInit];
     expect(url).toMatch(/\/api\/conversations\/c1\/messages\/11\/active$/);
     expect(init.method).toBe('PUT');
+  });
+
+  it("the server's view after an answer keeps a variant the user chose meanwhile", async () => {
+    const variant = (id: number, content: string) => ({
+      id, role: 'assistant' as const, content, model: null, prompt_tokens: null, completion_tokens: null,
+      status: 'complete', created_at: '2026-01-01T00:00:00Z',
+    });
+    useChat.setState({
+      conversationId: 'c1',
+      streaming: false,
+      messages: [
+        { key: 'k0', id: 10, role: 'user', content: 'q', status: 'complete' },
+        {
+          key: 'k1', id: 11, role: 'assistant', content: 'first', status: 'complete', variantIndex: 0,
+          variants: [{ id: 11, content: 'first', status: 'complete' }, { id: null, content: 'second', status: 'complete' }],
+        },
+      ],
+    });
+    // read before the choice reached the server: it still shows the newest answer
+    const detail = {
+      id: 'c1', title: 't', system_prompt: null, model: null, created_at: '', updated_at: '',
+      messages: [
+        { ...variant(10, 'q'), role: 'user' },
+        { ...variant(12, 'second'), variants: [variant(11, 'first'), variant(12, 'second')], variant_index: 1 },
+      ],
+    };
+    fetchMock.mockResolvedValueOnce(new Response(JSON.stringify(detail), { status: 200, headers: { 'Content-Type': 'application/json' } }));
+    expect(await syncOpenConversation('c1', [0])).toBe(true);
+    const [, answer] = useChat.getState().messages;
+    expect(answer).toMatchObject({ key: 'k1', id: 11, content: 'first', variantIndex: 0 });
+    expect(answer!.variants!.map((v) => v.id)).toEqual([11, 12]); // the new answer's id is known now
   });
 
   it('a 429 reports the wait from Retry-After', async () => {

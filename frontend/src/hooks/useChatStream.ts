@@ -127,6 +127,17 @@ function covers(server: UiMessage[], local: UiMessage[]): boolean {
 }
 
 /**
+ * The server's message with what is on screen kept: its React key (nothing re-mounts), and a
+ * variant the user chose (the server may not have stored that choice yet).
+ */
+function merged(server: UiMessage, local: UiMessage | undefined): UiMessage {
+  const key = local?.key ?? server.key;
+  const chosen = local?.variants?.[local.variantIndex ?? -1];
+  const index = chosen?.id != null ? (server.variants?.findIndex((v) => v.id === chosen.id) ?? -1) : -1;
+  return index >= 0 && index !== server.variantIndex ? { ...withVariant(server, index), key } : { ...server, key };
+}
+
+/**
  * After an answer, take the server's view of the open conversation (its message ids, which
  * choosing a variant needs); the gateway writes a moment after the stream ends, so a view that
  * does not cover what is shown yet is asked for again, a few times.
@@ -146,8 +157,7 @@ export async function syncOpenConversation(id: string, delays: number[] = [150, 
     if (chat.conversationId !== id || chat.streaming || chat.messages !== before.messages) return false;
     const server = toUiMessages(detail.messages);
     if (!covers(server, chat.messages)) continue;
-    // keep the React keys of what is on screen: nothing re-mounts
-    chat.set({ messages: server.map((m, i) => ({ ...m, key: chat.messages[i]?.key ?? m.key })) });
+    chat.set({ messages: server.map((m, i) => merged(m, chat.messages[i])) });
     return true;
   }
   return false;
