@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.wire import RequestModel
 
@@ -113,21 +105,14 @@ class MessageOut(MessageVariant):
 
     variants: list[MessageVariant] | None = Field(
         default=None,
+        exclude_if=lambda v: v is None,
         description="every answer of this turn (this one included); only on a regenerated turn",
     )
     variant_index: int | None = Field(
-        default=None, description="this answer's place in `variants`; only with `variants`"
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="this answer's place in `variants`; only with `variants`",
     )
-
-    @model_serializer(mode="wrap")
-    def _variants_only_when_there_are_some(
-        self, handler: SerializerFunctionWrapHandler
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.variants is None:
-            data.pop("variants", None)
-            data.pop("variant_index", None)
-        return data
 
 
 class ConversationDetail(ConversationOut):
