@@ -285,6 +285,7 @@ test('an admin switches the model while the user chats', async ({ page, browser 
 
   await admin.getByTestId('model-selector').click();
   await admin.getByTestId('model-option-simulator-alt').click();
+  await admin.getByTestId('confirm-button').click(); // it affects every user: confirmed
   await expect(admin.getByText('전환 중...')).toBeVisible();
   // the user's question during the switch waits for the new model and is answered by it
   await send(page, '모델이 바뀌는 동안 보낸 질문');

@@ -26,6 +26,8 @@ test.describe('모델 관리 E2E 테스트', () => {
     await expect(page.locator('[data-testid="model-option"]')).toHaveCount(Object.keys(status.available_profiles).length);
     // 5. 다른 모델 선택
     await page.click(`[data-testid="model-option-${target}"]`);
+    //    (this UI asks first: the switch affects every user)
+    await page.click('[data-testid="confirm-button"]');
     // 6. 전환 중 상태 확인
     await expect(page.locator('text=전환 중')).toBeVisible();
     await screenshot(page, 'seed000-01-전환-중');
