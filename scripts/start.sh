@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the service. Compose when a Docker engine answers (DEPLOY_MODE=compose), else the local
 # mode: the gateway on SQLite with in-memory limits, serving the built UI, and a real small model
-# on the CPU (SmolLM2-135M on llama.cpp) that the gateway's model manager starts as a child process.
+# on the CPU (Qwen2.5-Coder-0.5B-Instruct on llama.cpp) that the gateway's model manager starts as a
+# child process.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODE="$(deploy_mode)"
@@ -60,19 +61,20 @@ fi
 # the model loads in the background; wait for it so the first chat answers at once
 say "waiting for the model server"
 # The model manager's word, not the server's /health: it says running once /v1/models lists the
-# profile's model, and error (with the reason) when the start failed.
+# profile's model (printed after the word), and error (with the reason) when the start failed.
 TOKEN=""
+SERVED=""
 model_state() {
   [[ -n "$TOKEN" ]] || return 0
   curl -fsS --max-time 3 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/models/status" 2>/dev/null |
-    "$VENV_DIR/bin/python" -c 'import json, sys; s = json.load(sys.stdin); print(s["status"], s.get("error") or "")' 2>/dev/null || true
+    "$VENV_DIR/bin/python" -c 'import json, sys; s = json.load(sys.stdin); print(s["status"], s.get("error") or s.get("served_model") or "")' 2>/dev/null || true
 }
 start=$SECONDS
 while :; do
   [[ -n "$TOKEN" ]] || TOKEN="$(local_admin_token "$PORT" || true)"
   state="$(model_state)"
   case "$state" in
-    running*) break ;;
+    running*) SERVED="${state#running }"; break ;;
     error*) warn "the model did not start: ${state#error } (./logs model)"; break ;;
   esac
   if (( SECONDS - start > 180 )); then
@@ -90,7 +92,7 @@ cat <<MSG
     log in:         admin / admin123   (user: test / test)
     API docs:       http://$HOST:$PORT/docs
     health:         http://$HOST:$PORT/health
-    model:          $MODEL_DEFAULT_PROFILE  (switch in the UI's model menu, or POST /api/models/switch)
+    model:          $MODEL_DEFAULT_PROFILE${SERVED:+ ($SERVED)}  (switch in the UI's model menu, or POST /api/models/switch)
 
   ./status   ./logs [gateway|model]   ./stop
 MSG

@@ -1,6 +1,8 @@
-"""The local CPU model (`python -m app.local_model`: xllamacpp serving SmolLM2-135M) as a real
-process: the OpenAI wire format the gateway relays, parallel slots, clean shutdown, startup
-errors, and one chat through a real gateway process with usage recorded from real tokens."""
+"""The local CPU model (`python -m app.local_model`: xllamacpp serving Qwen2.5-Coder-0.5B-Instruct)
+as a real process: the OpenAI wire format the gateway relays, parallel slots, clean shutdown,
+startup errors, one chat through a real gateway process with usage recorded from real tokens, and
+(issue 13) right answers to simple English and Korean questions when started as the `local-cpu`
+profile starts it."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.local_model.launcher import default_threads
+from app.model_manager.profiles import load_profiles
+from app.model_manager.runtimes.base import LaunchSpec
 from tests.conftest import (
     GATEWAY_DIR,
     TEST_JWT_SECRET,
@@ -32,9 +37,10 @@ from tests.integration.test_server_process import gateway_process
 from tests.ports import free_port
 from tests.sim_process import SimProcess, start_server
 
-ALIAS = "smollm2-test"
+ALIAS = "local-model-test"
+PROFILES = GATEWAY_DIR / "profiles" / "profiles.yaml"
 Launcher = SimProcess
-READY_DEADLINE_S = 60.0  # ~1 s on an idle 2-core machine; generous for a shared one
+READY_DEADLINE_S = 120.0  # a few s on an idle 2-core machine; generous for a shared one
 
 
 def launcher_command(port: int, *args: str) -> list[str]:
@@ -48,8 +54,6 @@ def launcher_command(port: int, *args: str) -> list[str]:
         str(port),
         "--alias",
         ALIAS,
-        "--threads",
-        "2",
         *args,
     ]
 
@@ -115,6 +119,60 @@ def test_models_lists_the_alias_and_binds_the_given_host_only(launcher: Launcher
     with pytest.raises(ConnectionRefusedError):  # 127.0.0.2 is loopback too, but not bound
         socket.create_connection(("127.0.0.2", launcher.port), timeout=2).close()
     assert "ready at http://127.0.0.1:" in launcher.output()
+    assert f"threads={default_threads()} " in launcher.output()  # a core left to the others
+
+
+def test_the_default_model_is_the_packaged_qwen(launcher: Launcher) -> None:
+    body = httpx.get(f"{launcher.url}/v1/models", timeout=5).json()
+    meta = body["data"][0]["meta"]
+    assert 400e6 < meta["n_params"] < 700e6, meta  # Qwen 0.5B (630M with embeddings), not 135M
+    assert "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" in launcher.output()
+
+
+@pytest.fixture(scope="module")
+def profile_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """The launcher started with the `local-cpu` profile's own command, as the model manager
+    starts it (its sampling defaults included)."""
+    port = free_port()
+    profile = load_profiles(PROFILES)["local-cpu"]
+    assert profile.command is not None
+    argv = LaunchSpec("local-cpu", profile, "127.0.0.1", port).fill(profile.command)
+    log = tmp_path_factory.mktemp("local_profile") / "launcher.log"
+    lm = start_server(argv, port, log, READY_DEADLINE_S)
+    yield lm
+    lm.stop()
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("What is the capital of France?", "Paris"),
+        ("What is the chemical formula of water?", "H2O"),
+        ("대한민국의 수도는 어디인가요?", "서울"),
+        ("1년은 몇 개월인가요?", "12개월"),
+    ],
+)
+async def test_the_profile_answers_simple_questions_in_english_and_korean(
+    profile_launcher: Launcher, question: str, expected: str
+) -> None:
+    """Issue 13: SmolLM2 answered "Alsace (FRANCE) is the capital of France." and no Korean
+    question right. Three seeds, the engine's sampling defaults (no temperature in the request):
+    every answer must be right."""
+    lm = profile_launcher
+    served = load_profiles(PROFILES)["local-cpu"].served_name
+    answers = []
+    for seed in (1, 2, 3):
+        body = {
+            "model": served,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 48,
+            "seed": seed,
+        }
+        async with httpx.AsyncClient(base_url=lm.url, timeout=120) as client:
+            r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["choices"][0]["message"]["content"])
+    assert all(expected.lower() in a.lower() for a in answers), answers
 
 
 async def test_streamed_chat_has_content_and_a_usage_chunk(launcher: Launcher) -> None:
