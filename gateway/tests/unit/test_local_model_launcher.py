@@ -196,5 +196,6 @@ def test_the_local_profile_gives_the_engine_its_sampling_defaults() -> None:
     assert float(flags["--temperature"]) == sampling["temperature"] <= 0.5
     assert float(flags["--top-p"]) == sampling["top_p"]
     assert float(flags["--repeat-penalty"]) == sampling["repetition_penalty"] > 1.0
+    assert int(flags["--n-predict"]) == sampling["max_tokens"]
     assert 64 <= sampling["max_tokens"] <= 512  # short: a CPU model's answer is slow
     assert profile["served_model_name"] == launcher.DEFAULT_ALIAS
