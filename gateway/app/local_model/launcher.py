@@ -69,7 +69,7 @@ class LaunchConfig:
     threads: int
     n_predict: int
     log_verbosity: int
-    sampling: SamplingDefaults = field(default_factory=lambda: SamplingDefaults())
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     @property
     def url(self) -> str:
