@@ -129,6 +129,22 @@ def test_the_default_model_is_the_packaged_qwen(launcher: Launcher) -> None:
     assert "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" in launcher.output()
 
 
+def test_the_model_s_own_chat_template_is_applied(launcher: Launcher) -> None:
+    """Qwen's ChatML template from the GGUF file, with its default system prompt when the
+    conversation has none, and the caller's system prompt in its place otherwise."""
+    render = f"{launcher.url}/apply-template"
+    user = {"role": "user", "content": "안녕하세요"}
+    prompt = httpx.post(render, json={"messages": [user]}, timeout=10).json()["prompt"]
+    assert prompt == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+        "assistant.<|im_end|>\n<|im_start|>user\n안녕하세요<|im_end|>\n<|im_start|>assistant\n"
+    )
+    system = {"role": "system", "content": "Answer in Korean."}
+    prompt = httpx.post(render, json={"messages": [system, user]}, timeout=10).json()["prompt"]
+    assert prompt.startswith("<|im_start|>system\nAnswer in Korean.<|im_end|>\n")
+    assert "Alibaba" not in prompt
+
+
 @pytest.fixture(scope="module")
 def profile_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """The launcher started with the `local-cpu` profile's own command, as the model manager
