@@ -40,7 +40,7 @@ REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "60"))
 PARALLEL = 12
 MODES = ("before_first", "mid", "after_done", "full")
 ASKS = {
-    "before_first": "[[sim:ttft_ms=2500;tokens=20;itl_ms=10]]",
+    "before_first": "[[sim:ttft_ms=6000;tokens=20;itl_ms=10]]",  # cut long before that
     "mid": "[[sim:tokens=300;itl_ms=20]]",  # long: a cut at event <= 8 is surely mid-way
     "after_done": "[[sim:tokens=25;itl_ms=4]]",
     "full": "[[sim:tokens=25;itl_ms=4]]",
