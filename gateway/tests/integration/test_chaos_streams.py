@@ -1,5 +1,6 @@
-"""Chaos: streams on both chat routes cut by their clients at random points (before the first
-token, mid-stream, right after `[DONE]`) or read to the end, on SQLite, Postgres and Postgres +
+"""Chaos: streams on both chat routes cut by their clients at random points (a reset while the
+body is still being sent, before the first token, mid-stream, right after `[DONE]`) or read to
+the end, on SQLite, Postgres and Postgres +
 Redis (issue 12). Nothing lost, nothing miscounted: one usage row per request, the upstream
 aborted exactly for the cuts before the end, tokens for every row with output, answers stored
 complete or partial as they ended, every question stored, every stream slot and token
@@ -8,8 +9,11 @@ reservation settled. The figures are printed for the closing note (`pytest -s`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import socket
+import struct
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -38,8 +42,9 @@ from tests.ports import free_port
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "60"))
 PARALLEL = 12
-MODES = ("before_first", "mid", "after_done", "full")
+MODES = ("body_reset", "before_first", "mid", "after_done", "full")
 ASKS = {
+    "body_reset": "[[sim:tokens=5]]",  # never arrives whole
     "before_first": "[[sim:ttft_ms=6000;tokens=20;itl_ms=10]]",  # cut long before that
     "mid": "[[sim:tokens=300;itl_ms=20]]",  # long: a cut at event <= 8 is surely mid-way
     "after_done": "[[sim:tokens=25;itl_ms=4]]",
@@ -75,6 +80,9 @@ async def _fire(base: str, token: str, sim: Any, shot: Shot, rng: random.Random)
     }
     headers = {**bearer(token), "X-Request-ID": shot.request_id}
     where = f"{shot.mode} {shot.path} {shot.request_id}"
+    if shot.mode == "body_reset":
+        await _reset_in_body(base, headers, shot.path, json.dumps(body).encode())
+        return
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
         if shot.mode == "before_first":
             # no byte comes back before the first token: cut once the model server has the request
@@ -101,6 +109,23 @@ async def _fire(base: str, token: str, sim: Any, shot: Shot, rng: random.Random)
                     shot.saw_done = True
                     if shot.mode == "after_done":
                         return  # closes the connection at once, as browsers do
+
+
+async def _reset_in_body(base: str, headers: dict[str, str], path: str, body: bytes) -> None:
+    """Send the headers and part of the body, then reset the connection (RST)."""
+    host, port = base.removeprefix("http://").split(":")
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{lines}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + body[: len(body) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _counter(gw: LiveGateway, redis_url: str | None, name: str, user_id: int) -> int:
@@ -197,7 +222,7 @@ async def test_chaos_cuts_lose_nothing(
     label = store + ("+redis" if with_redis else "")
     print(
         f"\nchaos[{label}] seed={seed} requests={len(shots)} "
-        f"cuts: before_first={cuts['before_first']} mid={cuts['mid']} "
+        f"cuts: in_body={cuts['body_reset']} before_first={cuts['before_first']} mid={cuts['mid']} "
         f"after_done={cuts['after_done']} (read to end: {cuts['full']}) "
         f"upstream_aborts={stats['aborted_total']} usage_rows={len(rows)} "
         f"messages={len(messages)} in {elapsed:.1f}s"
@@ -211,10 +236,13 @@ async def test_chaos_cuts_lose_nothing(
     for shot in shots:
         row = by_id[shot.request_id]
         where = f"{shot.mode} {shot.path} {shot.request_id}"
-        if shot.mode in ("before_first", "mid"):
+        if shot.mode in ("body_reset", "before_first", "mid"):
             assert (row.status_code, row.error_code) == (499, "client_closed"), where
         else:
             assert shot.saw_done and (row.status_code, row.error_code) == (200, None), where
+        if shot.mode == "body_reset":  # the question never arrived whole: nothing to store
+            assert row.conversation_id is None and row.completion_tokens is None, where
+            continue
         if shot.mode != "before_first":  # output was relayed: tokens are recorded
             assert row.completion_tokens and row.completion_tokens >= shot.content_events, where
             source = "gateway" if shot.mode == "mid" else "upstream"
