@@ -170,6 +170,7 @@ class GenerationBounds:
     max_tokens_ceiling: int
 
 
+MIN_DEFAULT_TOKENS = 16
 # what a profile's `sampling` may never set: the request's own structure
 _NOT_SAMPLING = frozenset({"model", "messages", "stream", "stream_options", "n"})
 
@@ -193,11 +194,15 @@ def bound_generation(
     else:
         bound = min(bounds.default_max_tokens, ceiling)
         if model.max_model_len is not None:
-            # a default must not make the server refuse what it would have answered: leave room
-            # for the prompt (its characters: no tokenizer gives fewer tokens than characters
-            # for the text the bound matters for)
-            prompt_chars = sum(len(message_text(m.get("content")) or "") for m in req.messages)
-            bound = max(1, min(bound, model.max_model_len - prompt_chars))
+            # a default must not make the server refuse what it would have answered (vLLM
+            # refuses prompt + max_tokens > max_model_len): leave room for the prompt, estimated
+            # without a tokenizer as a third of its UTF-8 bytes (English runs ~4 bytes a token,
+            # Korean ~3); MIN_DEFAULT_TOKENS at least, the context being nearly full then anyway
+            prompt_bytes = sum(
+                len((message_text(m.get("content")) or "").encode()) for m in req.messages
+            )
+            room = model.max_model_len - prompt_bytes // 3
+            bound = max(min(bound, MIN_DEFAULT_TOKENS), min(bound, room))
     body["max_tokens"] = bound
     if "max_completion_tokens" in body:
         body["max_completion_tokens"] = bound

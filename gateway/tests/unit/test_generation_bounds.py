@@ -82,8 +82,14 @@ def test_nothing_managed_uses_the_settings() -> None:
 
 def test_the_default_leaves_room_for_the_prompt() -> None:
     settings = _settings(chat_default_max_tokens=4000, chat_max_tokens_ceiling=4096)
-    long = _body(messages=[{"role": "user", "content": "x" * 3000}])
-    assert _bound(settings, None, long, ui=False)["max_tokens"] == 4096 - 3000
+    long = _body(messages=[{"role": "user", "content": "x" * 3000}])  # ~1000 tokens at most
+    assert _bound(settings, None, long, ui=False)["max_tokens"] == 4096 - 1000
+    korean = _body(messages=[{"role": "user", "content": "가" * 3000}])  # 9000 bytes
+    assert _bound(settings, None, korean, ui=False)["max_tokens"] == 4096 - 3000
+    full = _body(messages=[{"role": "user", "content": "x" * 30_000}])
+    assert _bound(settings, None, full, ui=False)["max_tokens"] == 16
+    # what the client asks is its own business (the server says if it does not fit)
+    assert _bound(settings, None, {**long, "max_tokens": 4000}, ui=False)["max_tokens"] == 4000
 
 
 def test_profile_max_tokens_must_be_a_positive_integer(tmp_path: Path) -> None:
