@@ -8,6 +8,7 @@ import json
 import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,16 @@ from aiohttp import web
 from sqlalchemy import select
 
 from app.db.models import Message, RequestLog
-from tests.conftest import LiveGateway, assert_error, login, read_sse, sim_get, wait_until
+from app.main import create_app
+from tests.conftest import (
+    LiveGateway,
+    assert_error,
+    login,
+    make_settings,
+    read_sse,
+    sim_get,
+    wait_until,
+)
 from tests.ports import free_port
 
 
@@ -302,3 +312,34 @@ async def test_an_answer_over_the_time_limit_ends_with_the_error_event(
 
         user, answer = await wait_until(stored, timeout=5)
         assert user.role == "user" and answer.status == "partial"
+
+
+# --- a refusal after admission gives the stream slot back ----------------------------------------
+async def test_a_database_outage_after_admission_returns_the_stream_slot(
+    proxied_postgres: tuple[str, str, Any], tmp_path: Path, simulator: Any
+) -> None:
+    _, url, proxy = proxied_postgres
+    settings = make_settings(
+        url,
+        tmp_path,
+        vllm_base_url=f"{simulator.url}/v1",
+        title_generation=False,
+        db_timeout_s=1.0,
+        auth_cache_ttl_s=120,  # the principal stays resolved through the outage
+        rate_limit_concurrent_streams=1,
+    )
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            assert (await c.post("/api/chat", json=_chat("one", stream=False))).status_code == 200
+            await proxy.stop()
+            # admitted (the principal is cached), then storing the question fails
+            assert (await c.post("/api/chat", json=_chat("two", stream=False))).status_code == 503
+            await proxy.start()
+
+            async def answered() -> httpx.Response | None:
+                r = await c.post("/api/chat", json=_chat("three", stream=False))
+                return r if r.status_code != 503 else None
+
+            r = await wait_until(answered, timeout=15)
+            assert r.status_code == 200, r.text  # not 429: the slot came back
