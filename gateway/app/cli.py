@@ -38,7 +38,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # refuses one past MAX_HEADER_BYTES / MAX_HEADER_COUNT with 431. With h11 the parser
         # itself stops reading at this size.
         h11_max_incomplete_event_size=settings.max_header_bytes,
-        timeout_graceful_shutdown=30,
+        # the gateway ends streams SHUTDOWN_STREAM_MARGIN_S before this window closes
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
         # longer than the clients' and nginx's idle keep-alive (60 s), so the gateway is never the
         # side that closes an idle connection just as a client sends a request on it
         timeout_keep_alive=75,

@@ -34,6 +34,7 @@ from app.core.metrics import mark_process_dead
 from app.core.middleware import RequestContextMiddleware
 from app.core.openapi import install_openapi
 from app.core.security_headers import SecurityHeadersMiddleware
+from app.core.shutdown import ShutdownWatch
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.model_manager.manager import ModelManager
@@ -126,7 +127,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             usage_recorder,
             rate_limiter,
             gate=model_manager.gate,
+            profile_for=model_manager.serving_profile,
         )
+        shutdown_watch = ShutdownWatch(
+            max(0.0, settings.graceful_shutdown_s - settings.shutdown_stream_margin_s),
+            app.state.chat.stop_streams,
+        )
+        shutdown_watch.install()
+        app.state.shutdown_watch = shutdown_watch
         health_checker = HealthChecker(
             engine,
             timeout_s=settings.health_probe_timeout_s,
@@ -145,6 +153,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
+        watch = getattr(app.state, "shutdown_watch", None)
+        if watch is not None:
+            watch.uninstall()
         chat_service = getattr(app.state, "chat", None)
         if chat_service is not None:
             await chat_service.drain()  # answers and titles still being written

@@ -9,7 +9,7 @@ body limit, access log) and with the same authentication and error body as every
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import get_principal
@@ -38,18 +38,26 @@ class ChatFastPath:
         request = Request(scope, receive)
         chat: ChatService = scope["app"].state.chat
         principal: Principal | None = None
+        request_id = scope["state"].get("request_id")
         try:
             principal = await get_principal(request)
+            try:
+                raw_body = await request.body()
+            except ClientDisconnect:  # the client left while sending its body: nobody to answer
+                chat.client_left(
+                    principal, ui=ui, request_id=request_id, log_fields=log_fields(request)
+                )
+                return
             relay = await chat.completion(
                 principal,
-                await request.body(),
+                raw_body,
                 ui=ui,
-                request_id=scope["state"].get("request_id"),
+                request_id=request_id,
                 log_fields=log_fields(request),
             )
         except AppError as err:
             if isinstance(err, DatabaseUnavailable) and principal is None:
-                chat.record_refusal(ui, scope["state"].get("request_id"), err)
+                chat.record_refusal(ui, request_id, err)
             await error_response(err.status_code, err.code, err.message, err.headers, **err.extra)(
                 scope, receive, send
             )

@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     stream_flush_ms: int = Field(default=25, ge=0)
     chat_max_messages: int = Field(default=500, ge=1)
     chat_max_chars: int = Field(default=400_000, ge=1)
+    # generation bounds when no managed profile says otherwise (a profile's `sampling.max_tokens`
+    # and `max_tokens_ceiling` win); both are also capped by the served model's context length
+    chat_default_max_tokens: int = Field(default=1024, ge=1)
+    chat_max_tokens_ceiling: int = Field(default=4096, ge=1)
+    chat_max_answer_s: float = Field(default=300.0, ge=0)  # /api/chat wall clock; 0: none
+    # uvicorn's graceful window on SIGTERM; streams still running this many seconds before it
+    # closes are ended by the gateway (error event + [DONE], stored as cut)
+    graceful_shutdown_s: int = Field(default=30, gt=0)
+    shutdown_stream_margin_s: float = Field(default=3.0, ge=0)
     model_aliases: Annotated[list[str], NoDecode] = Field(default_factory=list)
     content_blocklist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     title_generation: bool = True

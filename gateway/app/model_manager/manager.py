@@ -385,6 +385,15 @@ class ModelManager:
             self._failed(ready.error or "unknown failure")
 
     # --- switching ------------------------------------------------------------------------------
+    def serving_profile(self, model_id: str) -> ModelProfile | None:
+        """The managed profile serving `model_id` (None when nothing is managed)."""
+        if self.current_profile is None:
+            return None
+        for profile in self.profiles.values():
+            if model_id == profile.served_name or model_id in profile.aliases:
+                return profile
+        return self.profiles.get(self.current_profile)
+
     def _require_profile(self, profile_id: str) -> ModelProfile:
         profile = self.profiles.get(profile_id)
         if profile is None:

@@ -49,7 +49,9 @@ class ModelProfile(BaseModel):
     chat_template: str | None = None
     gpu_ids: list[int] | None = None
     aliases: list[str] = Field(default_factory=list)
+    # defaults for requests that do not set them; `sampling.max_tokens` is the default bound
     sampling: dict[str, Any] = Field(default_factory=dict)
+    max_tokens_ceiling: int | None = Field(default=None, ge=1)  # requests above it are capped
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     hardware_requirements: HardwareRequirements = Field(default_factory=HardwareRequirements)
@@ -62,6 +64,16 @@ class ModelProfile(BaseModel):
     base_url: str | None = None  # external runtime: where the server already runs
     ready_timeout_s: float | None = Field(default=None, gt=0)
     cpu_only: bool = False  # runs without a GPU (local CPU model, simulator)
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_max_tokens(cls, value: dict[str, Any]) -> dict[str, Any]:
+        max_tokens = value.get("max_tokens")
+        if max_tokens is not None and (
+            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+        ):
+            raise ValueError("sampling.max_tokens must be a positive integer")
+        return value
 
     @field_validator("gpu_ids")
     @classmethod
@@ -147,6 +159,7 @@ def profile_view(profile_id: str, profile: ModelProfile) -> dict[str, Any]:
         "gpu_ids": profile.gpu_ids,
         "aliases": profile.aliases,
         "sampling": profile.sampling,
+        "max_tokens_ceiling": profile.max_tokens_ceiling,
         "runtime": profile.runtime.value if profile.runtime else None,
         "cpu_only": profile.cpu_only,
         "hardware_requirements": profile.hardware_requirements.model_dump(),

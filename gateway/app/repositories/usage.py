@@ -102,6 +102,7 @@ class UsageExportRow:
     client: str
     prompt_tokens: int | None
     completion_tokens: int | None
+    tokens_source: str | None  # "upstream" | "gateway" (a cut stream, counted by the gateway)
     ttft_ms: int | None
     latency_ms: int | None
     status_code: int
@@ -280,6 +281,7 @@ class UsageRepository:
                 RequestLog.client,
                 RequestLog.prompt_tokens,
                 RequestLog.completion_tokens,
+                RequestLog.tokens_source,
                 RequestLog.ttft_ms,
                 RequestLog.latency_ms,
                 RequestLog.status_code,

@@ -134,6 +134,7 @@ CSV_COLUMNS = (
     "client",
     "prompt_tokens",
     "completion_tokens",
+    "tokens_source",
     "ttft_ms",
     "latency_ms",
     "status_code",

@@ -7,8 +7,8 @@ conversations, coalesced stream) and `/v1/chat/completions` (API clients: bytes 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -20,16 +20,27 @@ from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import (
     ChatRequest,
+    GenerationBounds,
+    bound_generation,
     message_text,
     openai_request,
     parse_json_object,
     ui_request,
 )
 from app.services.chat_store import ChatStore, Exchange, good_title
-from app.services.chat_stream import ChatRelay, StreamOutcome
+from app.services.chat_stream import (
+    CLIENT_CLOSED,
+    ChatRelay,
+    RelayRegistry,
+    StreamOutcome,
+    server_shutting_down,
+)
 from app.services.rate_limiter import Admission, RateLimiter
 from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
+
+if TYPE_CHECKING:
+    from app.model_manager.profiles import ModelProfile
 
 log = structlog.get_logger()
 
@@ -49,6 +60,7 @@ class ChatService:
         limiter: RateLimiter,
         *,
         gate: ServingGate | None = None,
+        profile_for: Callable[[str], ModelProfile | None] | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate or ServingGate()
@@ -56,7 +68,35 @@ class ChatService:
         self.store = store
         self.recorder = recorder
         self.limiter = limiter
+        self.profile_for = profile_for
         self._background: set[asyncio.Task[None]] = set()
+        self.relays = RelayRegistry()  # answers being relayed now (graceful shutdown ends them)
+
+    def stop_streams(self) -> int:
+        """Graceful shutdown: end every answer still running, stored as cut; returns how many."""
+        return self.relays.stop_all(server_shutting_down())
+
+    def client_left(
+        self, principal: Principal, *, ui: bool, request_id: str | None, log_fields: dict[str, Any]
+    ) -> None:
+        """The client went away before its request was even read: its one usage row, a 499."""
+        log_fields["status_code"] = CLIENT_CLOSED
+        log_fields["error_code"] = "client_closed"
+        self._record(
+            principal, None, None, ui, request_id, status=CLIENT_CLOSED, error="client_closed"
+        )
+
+    def _bounds(self, model: ServedModel) -> GenerationBounds:
+        profile = self.profile_for(model.id) if self.profile_for is not None else None
+        if profile is None:  # nothing managed: the settings give the bounds
+            return GenerationBounds(
+                {}, self.settings.chat_default_max_tokens, self.settings.chat_max_tokens_ceiling
+            )
+        ceiling = profile.max_tokens_ceiling or profile.max_model_len
+        default = profile.sampling.get("max_tokens") or min(
+            self.settings.chat_default_max_tokens, ceiling
+        )
+        return GenerationBounds(dict(profile.sampling), int(default), ceiling)
 
     # --- entry points -------------------------------------------------------------------------
     async def completion(
@@ -92,6 +132,8 @@ class ChatService:
                 model = await self.upstream.resolve(body.get("model"))
                 req = openai_request(body, model, self.settings)
                 exchange = Exchange(None, None, False, None)
+            bound = bound_generation(req, self._bounds(model), model, self.settings)
+            await self.limiter.reserve(admission, bound)
         except AppError as err:
             if entered:
                 self.gate.leave()
@@ -113,6 +155,8 @@ class ChatService:
         except BaseException:
             if entered:  # a database outage in store.begin, a cancelled request, ...
                 self.gate.leave()
+            if admission is not None:  # its stream slot and token reservation go back
+                self.spawn(self.limiter.release(admission, None))
             raise
         log_fields["model"] = model.id
         if self.settings.log_content:  # user data: off unless LOG_CONTENT=true
@@ -138,6 +182,8 @@ class ChatService:
             on_finish=on_finish,
             extra_headers=headers,
             conversation_id=exchange.conversation_id,
+            max_answer_s=self.settings.chat_max_answer_s if ui else 0.0,
+            registry=self.relays,
         )
 
     async def _begin(self, user_id: int, req: ChatRequest, model_id: str) -> Exchange:
@@ -252,6 +298,7 @@ class ChatService:
                 client="ui" if ui else "api",
                 prompt_tokens=outcome.prompt_tokens if outcome else None,
                 completion_tokens=outcome.completion_tokens if outcome else None,
+                tokens_source=outcome.tokens_source if outcome else None,
                 ttft_ms=outcome.ttft_ms if outcome else None,
                 latency_ms=outcome.latency_ms if outcome else None,
                 error_code=error,

@@ -161,6 +161,54 @@ def _upstream_body(body: dict[str, Any], model: ServedModel, stream: bool) -> di
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationBounds:
+    """The served profile's sampling defaults and `max_tokens` default and ceiling."""
+
+    defaults: dict[str, Any]
+    default_max_tokens: int
+    max_tokens_ceiling: int
+
+
+MIN_DEFAULT_TOKENS = 16
+# what a profile's `sampling` may never set: the request's own structure
+_NOT_SAMPLING = frozenset({"model", "messages", "stream", "stream_options", "n"})
+
+
+def bound_generation(
+    req: ChatRequest, bounds: GenerationBounds, model: ServedModel, settings: Settings
+) -> int:
+    """Apply the profile's sampling defaults where the request sets none, and bound `max_tokens`:
+    a request without one gets the default, one above the ceiling is capped to it (the openai
+    SDK copes better with a shorter answer than with a refusal). Returns the bound."""
+    body = req.body
+    for key, value in bounds.defaults.items():
+        if key not in _NOT_SAMPLING and key not in ("max_tokens", "max_completion_tokens"):
+            body.setdefault(key, value)
+    ceiling = bounds.max_tokens_ceiling
+    if model.max_model_len is not None:
+        ceiling = min(ceiling, model.max_model_len)
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(asked, int) and not isinstance(asked, bool):
+        bound = min(asked, ceiling)
+    else:
+        bound = min(bounds.default_max_tokens, ceiling)
+        if model.max_model_len is not None:
+            # a default must not make the server refuse what it would have answered (vLLM
+            # refuses prompt + max_tokens > max_model_len): leave room for the prompt, estimated
+            # without a tokenizer as a third of its UTF-8 bytes (English runs ~4 bytes a token,
+            # Korean ~3); MIN_DEFAULT_TOKENS at least, the context being nearly full then anyway
+            prompt_bytes = sum(
+                len((message_text(m.get("content")) or "").encode()) for m in req.messages
+            )
+            room = model.max_model_len - prompt_bytes // 3
+            bound = max(min(bound, MIN_DEFAULT_TOKENS), min(bound, room))
+    body["max_tokens"] = bound
+    if "max_completion_tokens" in body:
+        body["max_completion_tokens"] = bound
+    return bound
+
+
 def openai_request(body: dict[str, Any], model: ServedModel, settings: Settings) -> ChatRequest:
     """`/v1/chat/completions`: OpenAI's body, every unknown field passed through."""
     _check_messages(body.get("messages"), settings)

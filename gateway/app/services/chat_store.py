@@ -115,14 +115,14 @@ class ChatStore:
     async def finish(
         self, conversation_id: str, outcome: StreamOutcome, model_id: str, *, variant: bool = False
     ) -> None:
-        """Queue the answer; a partial (client stopped) or failed one is kept and marked so."""
+        """Queue the answer; a partial (cut) or failed one is kept and marked so."""
         text = "".join(outcome.text)
         if not text:
             return
         if outcome.status_code == 200:
             status = "complete"
-        elif outcome.status_code == CLIENT_CLOSED:
-            status = "partial"
+        elif outcome.status_code == CLIENT_CLOSED or outcome.cut:
+            status = "partial"  # cut before its end: client gone, shutdown, time limit
         else:
             status = "error"
         now = utcnow()

@@ -5,6 +5,13 @@ so a failure before the first token is a real HTTP status (SPEC §3). After that
 one `data: {"error": ...}` event and `data: [DONE]`. A watcher task on `receive()` cancels the
 relay the moment the client leaves; the `finally` closes the upstream connection (vLLM then
 aborts the generation) and hands the outcome to `on_finish` whatever happened.
+
+Once `[DONE]` has been handed to the server the answer is complete: a client that leaves after
+it (browsers and scripts do at once) no longer turns it into a 499. `stop()` ends an answer from
+outside (graceful shutdown, the wall-clock limit) the same way an upstream failure mid-stream
+does: the error event and `[DONE]`, or a plain error status before the first byte. A stream cut
+before its end (client gone, stopped) has no usage chunk: its completion tokens are the content
+events the gateway relayed, and the outcome says the count is the gateway's.
 """
 
 from __future__ import annotations
@@ -38,6 +45,23 @@ DONE_EVENT = b"data: [DONE]\n\n"
 CLIENT_CLOSED = 499
 
 
+def server_shutting_down() -> UpstreamError:
+    return UpstreamError(
+        "the gateway is shutting down: the answer was stopped, retry shortly",
+        code="server_shutting_down",
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def answer_time_limit(limit_s: float) -> UpstreamError:
+    return UpstreamError(
+        f"the answer reached the time limit of {limit_s:g} s and was stopped",
+        code="answer_time_limit",
+        status_code=504,
+    )
+
+
 @dataclass(slots=True)
 class StreamOutcome:
     status_code: int = 200
@@ -48,6 +72,17 @@ class StreamOutcome:
     latency_ms: int | None = None
     finish_reason: str | None = None
     text: list[str] = field(default_factory=list)  # the answer, collected in "ui" mode
+    relayed_tokens: int = 0  # content events relayed (one token each, as vLLM streams them)
+    tokens_source: str | None = None  # "upstream" (the usage chunk) | "gateway" (counted)
+    cut: bool = False  # ended before the model server's end: client gone, stopped
+
+    def settle_tokens(self) -> None:
+        """The usage chunk's counts when it came, else the gateway's count of what it relayed."""
+        if self.completion_tokens is not None:
+            self.tokens_source = "upstream"
+        elif self.relayed_tokens:
+            self.completion_tokens = self.relayed_tokens
+            self.tokens_source = "gateway"
 
     def fail(self, err: UpstreamError | Exception, status: int | None = None) -> None:
         if isinstance(err, UpstreamError):
@@ -100,6 +135,27 @@ def _error_detail(raw: bytes) -> str:
         return raw[:200].decode(errors="replace")
 
 
+class RelayRegistry:
+    """The answers being relayed now, so that a graceful shutdown can end them in time."""
+
+    def __init__(self) -> None:
+        self.relays: set[ChatRelay] = set()
+        self.stopping: UpstreamError | None = None
+
+    def add(self, relay: ChatRelay) -> None:
+        self.relays.add(relay)
+        if self.stopping is not None:  # started after the stop: ended at once
+            relay.stop(self.stopping)
+
+    def stop_all(self, err: UpstreamError) -> int:
+        """End every answer still running, and any started after this."""
+        self.stopping = err
+        relays = list(self.relays)
+        for relay in relays:
+            relay.stop(err)
+        return len(relays)
+
+
 class ChatRelay(Response):
     """Streams (or, with `stream: false`, fetches) one completion; an ASGI response."""
 
@@ -116,6 +172,8 @@ class ChatRelay(Response):
         on_finish: Callable[[StreamOutcome], None],
         extra_headers: dict[str, str] | None = None,
         conversation_id: str | None = None,
+        max_answer_s: float = 0.0,
+        registry: RelayRegistry | None = None,
     ) -> None:
         self.background = None
         self.upstream = upstream
@@ -133,14 +191,33 @@ class ChatRelay(Response):
         self._first_event_pending = True
         # the open upstream response; closed in __call__'s finally unless fully read
         self._upstream: aiohttp.ClientResponse | None = None
-        # the whole answer, [DONE] included, went out: a client leaving now stopped nothing
-        self._answered = False
+        self.max_answer_s = max_answer_s
+        self.registry = registry
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False  # cancel the task once (client gone or stopped)
+        self._stopped: UpstreamError | None = None
+        self._response_started = False
+        self._delivered = False  # the bytes ending with [DONE] were handed to the server
+        self._pending: list[str] = []  # content deltas held back to merge (ui mode only)
+        self._template: dict[str, Any] | None = None
+
+    def stop(self, err: UpstreamError) -> None:
+        """End this answer now (shutdown, time limit): error event + [DONE], stored as cut."""
+        if self._stopped is None and not self._delivered:
+            self._stopped = err
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
 
     # --- ASGI entry ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._started = time.perf_counter()
         task = asyncio.current_task()
         assert task is not None
+        self._task = task
         client_gone = False
 
         async def watch_disconnect() -> None:
@@ -148,33 +225,63 @@ class ChatRelay(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
             client_gone = True
-            task.cancel()
+            if not self._delivered:  # after [DONE] the answer is complete: nothing to cut
+                self._cancel()
 
         watcher = asyncio.create_task(watch_disconnect())
+        timer = None
+        if self.max_answer_s > 0:
+            timer = asyncio.get_running_loop().call_later(
+                self.max_answer_s, self.stop, answer_time_limit(self.max_answer_s)
+            )
+        if self.registry is not None:
+            self.registry.add(self)
         if self.request.stream:
             ACTIVE_STREAMS.inc()
         try:
-            if self.request.stream:
-                await self._stream(send)
-            else:
-                await self._complete(send)
-        except asyncio.CancelledError:
-            if not client_gone:
-                raise  # server shutdown: let it propagate (the finally still records)
-            task.uncancel()
-            if not self._answered:  # gone after [DONE] (while the upstream drains): complete
-                self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+            try:
+                if self.request.stream:
+                    await self._stream(send)
+                else:
+                    await self._complete(send)
+            except asyncio.CancelledError:
+                if not self._cancelled:
+                    raise  # cancelled by the server itself: propagate (the finally still records)
+                while task.cancelling():
+                    task.uncancel()
+                if client_gone or self._stopped is None:
+                    self._client_closed()
+                else:
+                    await self._end_stopped(send, self._stopped)
         except OSError:  # the client vanished while we were writing
-            if not self._answered:
-                self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+            self._client_closed()
         finally:
+            if timer is not None:
+                timer.cancel()
+            if self.registry is not None:
+                self.registry.relays.discard(self)
             if self.request.stream:
                 ACTIVE_STREAMS.dec()
             watcher.cancel()
             if self._upstream is not None:
                 self._upstream.close()  # drops the upstream connection: vLLM aborts the generation
             self.outcome.latency_ms = int((time.perf_counter() - self._started) * 1000)
+            self.outcome.settle_tokens()
             self.on_finish(self.outcome)
+
+    def _client_closed(self) -> None:
+        if self._delivered:
+            return  # [DONE] was handed over: the answer is complete whatever the client does
+        self.outcome.status_code, self.outcome.error_code = CLIENT_CLOSED, "client_closed"
+        self.outcome.cut = True
+
+    async def _end_stopped(self, send: Send, err: UpstreamError) -> None:
+        """`stop()`: a plain error before the first byte; after it the error event + [DONE]."""
+        self.outcome.cut = self._response_started
+        if not self._response_started:
+            await self._send_error(send, err)
+            return
+        await self._end_with_error(send, err, self._pending, self._template)
 
     # --- helpers ------------------------------------------------------------------------------
     def _response_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
@@ -187,7 +294,9 @@ class ChatRelay(Response):
         body = orjson.dumps(error_body(err.code, err.message))
         headers = self._response_headers(b"application/json")
         headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        self._response_started = True
         await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+        self._delivered = True
         await send({"type": "http.response.body", "body": body})
 
     async def _post(self) -> aiohttp.ClientResponse:
@@ -246,6 +355,7 @@ class ChatRelay(Response):
         if self.ui and self.conversation_id is not None:
             body["conversation_id"] = self.conversation_id
             raw = orjson.dumps(body)
+        self._response_started = True
         await send(
             {
                 "type": "http.response.start",
@@ -253,6 +363,7 @@ class ChatRelay(Response):
                 "headers": self._response_headers(b"application/json"),
             }
         )
+        self._delivered = True  # uvicorn writes to the transport before its first suspension
         await send({"type": "http.response.body", "body": raw})
 
     def _take_usage(self, usage: Any) -> None:
@@ -286,17 +397,20 @@ class ChatRelay(Response):
 
         headers = self._response_headers(b"text/event-stream; charset=utf-8")
         headers += [(b"x-accel-buffering", b"no")]
+        self._response_started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        pending: list[str] = []  # content deltas held back to merge (ui mode only)
-        template: dict[str, Any] | None = None
+        pending = self._pending  # content deltas held back to merge (ui mode only)
         last_send = time.perf_counter()
         try:
             while True:
-                out, done, template = self._process(events, pending, template)
+                out, done, self._template = self._process(events, pending, self._template)
+                template = self._template
                 if pending and (done or time.perf_counter() - last_send >= self.flush_s):
                     out += _merged_event(template, pending)
                     pending.clear()
                 if out:
+                    # handed over with [DONE]: uvicorn writes before its first suspension
+                    self._delivered = done
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                     last_send = time.perf_counter()
                 if done:
@@ -316,13 +430,12 @@ class ChatRelay(Response):
                     raise upstream_failed("the stream ended without [DONE]")
                 events, buffer = _split_events(buffer + chunk)
         except UpstreamError as err:
-            await self._end_with_error(send, err, pending, template)
+            await self._end_with_error(send, err, pending, self._template)
             return
         except aiohttp.ClientError as exc:
             lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
-            await self._end_with_error(send, lost, pending, template)
+            await self._end_with_error(send, lost, pending, self._template)
             return
-        self._answered = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         await _drain(resp)
         self._upstream = None  # fully read: the connection went back to the pool
@@ -332,6 +445,8 @@ class ChatRelay(Response):
     ) -> None:
         self.outcome.fail(err)
         tail = _merged_event(template, pending) if pending else b""
+        pending.clear()
+        self._delivered = True
         await send(
             {"type": "http.response.body", "body": tail + _error_event(err), "more_body": False}
         )
@@ -355,6 +470,8 @@ class ChatRelay(Response):
                 raise upstream_failed(f"error during generation: {detail}")
             if not self.ui and self.outcome.ttft_ms is not None and b'"usage"' not in payload:
                 parts.append(b"data: " + payload + b"\n\n")  # the /v1 fast path: bytes untouched
+                if b'"content":"' in payload and b'"content":""' not in payload:
+                    self.outcome.relayed_tokens += 1
                 continue
             try:
                 chunk = orjson.loads(payload)
@@ -391,6 +508,7 @@ class ChatRelay(Response):
         if isinstance(content, str) and content:
             first_content = self.outcome.ttft_ms is None
             self._ttft()
+            self.outcome.relayed_tokens += 1
             if self.ui:
                 self.outcome.text.append(content)
         if not self.ui:

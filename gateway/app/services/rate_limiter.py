@@ -6,6 +6,14 @@ the same Redis enforces one limit. (The `limits` library's strategies would take
 per check and two for the headers; this path runs ~1,500 times a second.) Without Redis the
 same rules run in process memory. Redis down: requests pass (fail open, logged, counted,
 `/health` degraded) unless RATE_LIMIT_FAIL_CLOSED, then 503.
+
+Tokens per day: an admitted request reserves its `max_tokens` bound on the day's counter
+(`reserve`), and `release` settles it to what was really used (the usage chunk's counts, or for
+a cut stream the tokens the gateway relayed). Admission refuses once the counter (used plus
+reserved) reaches the limit, so answers running at the same time cannot together overshoot the
+day's budget by more than one answer's bound; without the reservation every stream admitted
+while the counter was still low could run to its end (and cutting each before its usage chunk
+used to cost nothing at all).
 """
 
 from __future__ import annotations
@@ -80,6 +88,8 @@ class Admission:
     quota: Quota
     headers: dict[str, str] = field(default_factory=dict)
     holds_stream_slot: bool = False
+    reserved_tokens: int = 0  # on `tokens_key`, settled by release()
+    tokens_key: str | None = None
 
 
 class RateLimiter:
@@ -168,16 +178,44 @@ class RateLimiter:
             f"rate limit reached: at most {limit} {message}", retry_after_s=wait, headers=headers
         )
 
-    async def release(self, admission: Admission, tokens: int | None) -> None:
-        """The response is over: free the stream slot, add the tokens to the day's budget."""
-        count_tokens = bool(admission.quota.tokens_per_day and tokens)
-        if not admission.holds_stream_slot and not count_tokens:
+    async def reserve(self, admission: Admission, tokens: int) -> None:
+        """Hold `tokens` (the answer's bound) on the day's counter until `release` settles it."""
+        if not (self.settings.rate_limit_enabled and admission.quota.tokens_per_day) or tokens < 1:
             return
+        tokens_key = self._keys(admission.user_id)[2]
+        try:
+            await self._add_tokens(tokens_key, tokens)
+        except REDIS_ERRORS as exc:
+            self._store_failed(exc, releasing=True)  # admitted already: counted at release
+            return
+        admission.reserved_tokens, admission.tokens_key = tokens, tokens_key
+
+    async def _add_tokens(self, tokens_key: str, tokens: int) -> None:
+        if self.redis is None:
+            self._memory.release(None, tokens_key, tokens)
+            return
+        assert self._pipeliner is not None
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
+
+        await self._pipeliner.run(queue)
+
+    async def release(self, admission: Admission, tokens: int | None) -> None:
+        """The response is over: free the stream slot, settle the day's tokens (used - reserved)."""
         _rpm, streams_key, tokens_key = self._keys(admission.user_id)
+        if admission.tokens_key is not None:
+            tokens_key = admission.tokens_key  # the day it was reserved on
+        delta = (tokens or 0) if admission.quota.tokens_per_day else 0
+        delta -= admission.reserved_tokens
+        admission.reserved_tokens = 0
+        if not admission.holds_stream_slot and not delta:
+            return
         try:
             if self.redis is None:
                 self._memory.release(
-                    streams_key if admission.holds_stream_slot else None, tokens_key, tokens or 0
+                    streams_key if admission.holds_stream_slot else None, tokens_key, delta
                 )
                 return
             assert self._pipeliner is not None
@@ -185,8 +223,8 @@ class RateLimiter:
             def queue(pipe: Pipeline) -> None:
                 if admission.holds_stream_slot:
                     pipe.decr(streams_key)
-                if count_tokens:
-                    pipe.incrby(tokens_key, tokens or 0)
+                if delta:
+                    pipe.incrby(tokens_key, delta)
                     pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
 
             await self._pipeliner.run(queue)

@@ -135,6 +135,7 @@ def _csv_lines(rows: Iterable[UsageExportRow], *, header: bool = False) -> str:
                         r.client,
                         r.prompt_tokens,
                         r.completion_tokens,
+                        r.tokens_source,
                         r.ttft_ms,
                         r.latency_ms,
                         r.status_code,

@@ -46,6 +46,7 @@ _TEXT_LIMITS = {
     "profile": 100,
     "client": 8,
     "error_code": 64,
+    "tokens_source": 8,
     "conversation_id": 36,
 }
 
@@ -61,6 +62,7 @@ class UsageRecord:
     client: str = "api"  # "ui" | "api"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tokens_source: str | None = None  # "upstream" (the model server's usage) | "gateway" (counted)
     ttft_ms: int | None = None
     latency_ms: int | None = None
     error_code: str | None = None
@@ -77,6 +79,7 @@ class UsageRecord:
             "client": self.client,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "tokens_source": self.tokens_source,
             "ttft_ms": self.ttft_ms,
             "latency_ms": self.latency_ms,
             "error_code": self.error_code,

@@ -32,6 +32,9 @@ class RequestLog(Base):
     client: Mapped[str] = mapped_column(String(8), default="api")  # ui | api
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    # whose count the tokens are: "upstream" (the model server's usage chunk) or "gateway" (a
+    # stream cut before that chunk: the content events the gateway relayed); NULL: no tokens
+    tokens_source: Mapped[str | None] = mapped_column(String(8))
     ttft_ms: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int] = mapped_column(Integer)
