@@ -10,6 +10,7 @@ query string and path, before routing) and the chat parser (the two chat bodies,
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import Path
@@ -34,9 +35,10 @@ TokensPerDay = Annotated[int, Field(ge=0, le=SAFE_INT_MAX)]
 
 
 def find_fault(value: Any, path: str = "") -> tuple[str, str] | None:
-    """The first (field path, problem) in a decoded value: text with NUL, or an integer outside
-    the 64-bit range; None when it is clean. Walks lists and objects (keys too) without
-    recursion, so no nesting depth the JSON parser accepts can exhaust the stack."""
+    """The first (field path, problem) in a decoded value: text with NUL, an integer outside the
+    64-bit range, a float past it or not finite; None when it is clean. Walks lists and objects
+    (keys too) without recursion, so no nesting depth the JSON parser accepts can exhaust the
+    stack."""
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
         where, item = stack.pop()
@@ -48,6 +50,13 @@ def find_fault(value: Any, path: str = "") -> tuple[str, str] | None:
         elif isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
                 return (where or "body", "integer out of range")
+        elif isinstance(item, float):
+            # orjson reads an integer past 64 bits as a float: bound floats the same way, and no
+            # model server field takes an infinity or NaN
+            if not math.isfinite(item):
+                return (where or "body", "number must be finite")
+            if abs(item) > INT64_MAX:  # as a float, -2**63 - 1 rounds to -2**63: refuse both
+                return (where or "body", "number out of range")
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
                 if isinstance(key, str) and NUL in key:

@@ -185,6 +185,28 @@ def _hostile_bodies(path: str) -> list[tuple[bytes, dict[str, str], int, str, st
             "validation_error",
             "seed",
         ),
+        # orjson reads an integer past 64 bits as a float: still out of range, not relayed
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "seed": 18446744073709551616}',
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "seed": -9223372036854775809}',
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "seed": 1e30}',
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
         (
             dumps({"messages": [HI], "max_tokens": 10**30}),
             json_type,
