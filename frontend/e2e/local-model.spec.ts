@@ -1,6 +1,6 @@
 import { api, apiToken, expect, login, screenshot, send, test, watchErrors } from './fixtures';
 
-// A short journey against the real CPU model (SmolLM2 via llama.cpp, the local-cpu profile):
+// A short journey against the real CPU model (Qwen2.5-Coder-0.5B via llama.cpp, the local-cpu profile):
 // the admin switches to it, a user asks, the answer streams, gets a title, is regenerated.
 test.describe.configure({ mode: 'serial' });
 
@@ -32,7 +32,7 @@ test('a user talks to the real CPU model', async ({ page }) => {
     await api(user, '/api/users/me/settings', { method: 'PUT', body: { max_tokens: 40 } });
 
     await login(page, 'cpu-user', 'cpu-user-pass');
-    await expect(page.getByTestId('current-model')).toContainText('SmolLM2');
+    await expect(page.getByTestId('current-model')).toContainText('Qwen2.5 Coder 0.5B');
     await send(page, 'What is the capital of France?');
     const answer = page.getByTestId('ai-message').last();
     await expect(answer).toHaveAttribute('data-status', 'complete', { timeout: 120_000 });
