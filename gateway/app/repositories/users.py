@@ -25,7 +25,8 @@ class UserRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def exists(self, username: str, email: str | None) -> bool:
-        conds = [User.username == username]
+        # usernames differing only in case would be look-alike accounts: one of them is enough
+        conds = [func.lower(User.username) == username.lower()]
         if email:
             conds.append(func.lower(User.email) == email.lower())
         stmt = select(User.id).where(or_(*conds)).limit(1)

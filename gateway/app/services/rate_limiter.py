@@ -161,11 +161,13 @@ class RateLimiter:
         if verdict == 0:
             admission.holds_stream_slot = quota.concurrent_streams > 0
             return admission
-        reason, message, limit, wait = {
-            1: ("requests_per_minute", "requests per minute", quota.requests_per_minute, ttl),
-            2: ("streams", "answers at once", quota.concurrent_streams, 1),
-            3: ("tokens_per_day", "tokens per day", quota.tokens_per_day, ttl),
+        reason, unit, limit, wait = {
+            1: ("requests_per_minute", ("request", "per minute"), quota.requests_per_minute, ttl),
+            2: ("streams", ("answer", "at once"), quota.concurrent_streams, 1),
+            3: ("tokens_per_day", ("token", "per day"), quota.tokens_per_day, ttl),
         }[verdict]
+        noun, span = unit
+        message = f"{noun}{'' if limit == 1 else 's'} {span}"
         self.rejections[reason] += 1
         RATE_LIMIT_REJECTIONS.labels(reason).inc()
         wait = max(int(wait), 1)

@@ -69,6 +69,9 @@ class TestManageUsers:
         "body",
         [
             {"username": "admin", "password": "whatever1"},
+            # a look-alike of an existing account is a duplicate too
+            {"username": "Admin", "password": "whatever1"},
+            {"username": "ADMIN", "password": "whatever1"},
             {"username": "other", "email": "ADMIN@example.com", "password": "whatever1"},
         ],
     )

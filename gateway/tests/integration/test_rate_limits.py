@@ -91,6 +91,18 @@ class TestInMemory:
 
                 await wait_until(admitted_again, timeout=5)
 
+    async def test_a_limit_of_one_is_said_in_the_singular(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        async with start_gateway(rate_limit_concurrent_streams=1) as gw:
+            token = await _token(gw)
+            slow = {**_chat("long [[sim:tokens=30;itl_ms=50]]"), "stream": True}
+            async with gw.client(token) as c1, gw.client(token) as c2:
+                async with c1.stream("POST", "/v1/chat/completions", json=slow) as r1:
+                    assert r1.status_code == 200
+                    second = await c2.post("/v1/chat/completions", json=_chat())
+                    assert_error(second, 429, "rate_limited")
+                    assert second.json()["error"]["message"].endswith("at most 1 answer at once")
+                    await read_sse(r1)
+
     async def test_tokens_per_day(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
         async with start_gateway(rate_limit_tokens_per_day=20) as gw:
             async with gw.client(await _token(gw)) as c:

@@ -27,6 +27,13 @@ function sentBody(method: string): Record<string, unknown> {
 }
 
 describe('ChatSettingsPanel', () => {
+  it('closes on Escape', () => {
+    const onClose = vi.fn();
+    render(<ChatSettingsPanel onClose={onClose} />);
+    fireEvent.keyDown(document, { key: 'Escape' });
+    expect(onClose).toHaveBeenCalledTimes(1);
+  });
+
   it('after saving the system prompt the button says Saved, until the text changes', async () => {
     const user = userEvent.setup();
     render(<ChatSettingsPanel onClose={vi.fn()} />);

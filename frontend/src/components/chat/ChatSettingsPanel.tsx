@@ -23,6 +23,14 @@ export function ChatSettingsPanel({ onClose }: { onClose: () => void }) {
   useEffect(() => setPrompt(systemPrompt), [systemPrompt, conversationId]);
   useEffect(() => setSavedPrompt(null), [conversationId]);
   useEffect(() => setDefaultPrompt(defaults?.system_prompt ?? ''), [defaults]);
+  // a drawer closes on Escape, like every other overlay of the page
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === 'Escape') onClose();
+    };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, [onClose]);
 
   const applyPrompt = async () => {
     setFailed(null);

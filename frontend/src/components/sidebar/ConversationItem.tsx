@@ -2,6 +2,7 @@ import { Check, Download, Pencil, Trash2, X } from 'lucide-react';
 import { useState } from 'react';
 import type { ConversationSummary } from '../../api/types';
 import { useT } from '../../i18n';
+import { anyErrorText } from '../../i18n/serverErrors';
 
 interface Props {
   item: ConversationSummary;
@@ -17,10 +18,24 @@ export function ConversationItem({ item, active, onOpen, onRename, onDelete, onE
   const [editing, setEditing] = useState(false);
   const [title, setTitle] = useState(item.title ?? '');
   const [exportOpen, setExportOpen] = useState(false);
+  const [renameError, setRenameError] = useState<string | null>(null);
 
   if (editing) {
     const commit = async () => {
-      if (title.trim() && title.trim() !== item.title) await onRename(title.trim());
+      if (title.trim() && title.trim() !== item.title) {
+        try {
+          await onRename(title.trim());
+        } catch (err) {
+          // refused (e.g. a NUL character, or the session ended): say why and keep the editor open
+          setRenameError(anyErrorText(t, err));
+          return;
+        }
+      }
+      setRenameError(null);
+      setEditing(false);
+    };
+    const cancel = () => {
+      setRenameError(null);
       setEditing(false);
     };
     return (
@@ -37,17 +52,23 @@ export function ConversationItem({ item, active, onOpen, onRename, onDelete, onE
             data-testid="rename-input"
             value={title}
             onChange={(e) => setTitle(e.target.value)}
-            onKeyDown={(e) => e.key === 'Escape' && setEditing(false)}
+            onKeyDown={(e) => e.key === 'Escape' && cancel()}
+            aria-invalid={renameError !== null}
             maxLength={200}
             className="min-w-0 flex-1 rounded-md border border-indigo-400 bg-white px-2 py-1 text-sm outline-none dark:bg-slate-900"
           />
           <button type="submit" aria-label={t('save')} className="rounded p-1 hover:bg-slate-200 dark:hover:bg-slate-800">
             <Check className="h-4 w-4" aria-hidden />
           </button>
-          <button type="button" aria-label={t('cancel')} onClick={() => setEditing(false)} className="rounded p-1 hover:bg-slate-200 dark:hover:bg-slate-800">
+          <button type="button" aria-label={t('cancel')} onClick={cancel} className="rounded p-1 hover:bg-slate-200 dark:hover:bg-slate-800">
             <X className="h-4 w-4" aria-hidden />
           </button>
         </form>
+        {renameError && (
+          <p role="alert" data-testid="rename-error" className="mt-1 px-1 text-xs text-red-600 dark:text-red-400">
+            {renameError}
+          </p>
+        )}
       </li>
     );
   }

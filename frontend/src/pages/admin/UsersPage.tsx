@@ -76,7 +76,7 @@ export default function UsersPage() {
             }
           }}
         >
-          <input required data-testid="new-username" placeholder={t('username')} value={form.username} onChange={(e) => setForm({ ...form, username: e.target.value })} className={field} />
+          <input required data-testid="new-username" placeholder={t('user_name')} value={form.username} onChange={(e) => setForm({ ...form, username: e.target.value })} className={field} />
           <input required type="password" minLength={8} placeholder={t('password')} value={form.password} onChange={(e) => setForm({ ...form, password: e.target.value })} className={field} />
           <input type="email" placeholder={t('email')} value={form.email} onChange={(e) => setForm({ ...form, email: e.target.value })} className={field} />
           <select aria-label={t('role')} value={form.role} onChange={(e) => setForm({ ...form, role: e.target.value as 'user' | 'admin' })} className={field}>
@@ -98,7 +98,7 @@ export default function UsersPage() {
           <table data-testid="users-table" className="block w-full text-left text-sm md:table">
             <thead className="hidden bg-slate-50 text-xs text-slate-500 md:table-header-group dark:bg-slate-900">
               <tr>
-                <th className="px-3 py-2">{t('username')}</th>
+                <th className="px-3 py-2">{t('user_name')}</th>
                 <th className="px-3 py-2">{t('role')}</th>
                 <th className="px-3 py-2">{t('status')}</th>
                 <th className="px-3 py-2">{t('rpm')}</th>
