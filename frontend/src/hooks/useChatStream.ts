@@ -36,7 +36,8 @@ async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
   if (chat.systemPrompt.trim()) body.system_prompt = chat.systemPrompt;
   if (chat.temperature !== null) body.temperature = chat.temperature;
   if (chat.maxTokens !== null) body.max_tokens = chat.maxTokens;
-  if (opts.regenerate) body.regenerate = true;
+  // another answer to a stored turn; with no conversation yet it is simply a new question
+  if (opts.regenerate && chat.conversationId) body.regenerate = true;
 
   let text = '';
   let started = false;

@@ -234,6 +234,9 @@ def ui_request(body: dict[str, Any], model: ServedModel, settings: Settings) -> 
     for flag in ("save", "regenerate"):
         if flag in body and not isinstance(body[flag], bool):
             raise ValidationFailed(f"{flag}: must be a boolean")
+    if body.get("regenerate") and conversation_id is None:
+        # another answer to a turn needs the conversation the turn is in
+        raise ValidationFailed("regenerate: needs a conversation_id")
     stream = body.get("stream", True)
     upstream = {"messages": [dict(m) for m in body["messages"]]}
     upstream.update({k: body[k] for k in _UI_FIELDS if body.get(k) is not None})

@@ -320,6 +320,14 @@ def _hostile_bodies(path: str) -> list[tuple[bytes, dict[str, str], int, str, st
                 None,
             ),
             (dumps({"messages": [HI], "save": "yes"}), json_type, 422, "validation_error", None),
+            # a regenerated answer belongs to a turn of a conversation: none given, nothing stored
+            (
+                dumps({"messages": [HI], "regenerate": True}),
+                json_type,
+                422,
+                "validation_error",
+                "regenerate",
+            ),
         ]
     return cases
 
