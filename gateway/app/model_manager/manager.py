@@ -160,6 +160,15 @@ class ModelManager:
         self.host = url.host or "127.0.0.1"
         self.port = url.port or 8000
         self.on_retarget: list[Callable[[str], None]] = []
+        upstream.profile_names = self.served_names
+
+    def served_names(self) -> list[str]:
+        """Names a request may give the served model besides its id: the serving profile's id
+        and aliases (SPEC §3)."""
+        profile = self.profiles.get(self.current_profile or "")
+        if profile is None or self.current_profile is None:
+            return []
+        return [self.current_profile, *profile.aliases]
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:

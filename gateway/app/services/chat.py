@@ -20,6 +20,7 @@ from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import (
     ChatRequest,
+    Endpoint,
     message_text,
     openai_request,
     parse_json_object,
@@ -67,6 +68,7 @@ class ChatService:
         ui: bool,
         request_id: str | None,
         log_fields: dict[str, Any],
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> ChatRelay:
         """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
         model: ServedModel | None = None
@@ -90,7 +92,7 @@ class ChatService:
                     req.messages.insert(0, {"role": "system", "content": exchange.system_prompt})
             else:
                 model = await self.upstream.resolve(body.get("model"))
-                req = openai_request(body, model, self.settings)
+                req = openai_request(body, model, self.settings, endpoint)
                 exchange = Exchange(None, None, False, None)
         except AppError as err:
             if entered:
@@ -115,7 +117,7 @@ class ChatService:
                 self.gate.leave()
             raise
         log_fields["model"] = model.id
-        if self.settings.log_content:  # user data: off unless LOG_CONTENT=true
+        if self.settings.log_content and req.messages:  # user data: off unless LOG_CONTENT=true
             log_fields["prompt"] = message_text(req.messages[-1].get("content"))
         headers = dict(admission.headers)
         if exchange.conversation_id is not None:

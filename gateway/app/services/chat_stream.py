@@ -21,9 +21,9 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.errors import error_body
+from app.core.errors import error_body, openai_status
 from app.core.metrics import ACTIVE_STREAMS
-from app.services.chat_request import ChatRequest
+from app.services.chat_request import ChatRequest, Endpoint
 from app.services.upstream import (
     UpstreamClient,
     UpstreamError,
@@ -44,10 +44,12 @@ class StreamOutcome:
     error_code: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    ttft_ms: int | None = None
+    ttft_ms: int | None = None  # the first token of any kind: reasoning, answer or tool call
+    answer_ttft_ms: int | None = None  # the first token of the answer itself
     latency_ms: int | None = None
     finish_reason: str | None = None
     text: list[str] = field(default_factory=list)  # the answer, collected in "ui" mode
+    reasoning: list[str] = field(default_factory=list)  # the chain of thought, likewise
 
     def fail(self, err: UpstreamError | Exception, status: int | None = None) -> None:
         if isinstance(err, UpstreamError):
@@ -56,15 +58,37 @@ class StreamOutcome:
             self.status_code, self.error_code = status or 502, "upstream_error"
 
 
-def _error_event(err: UpstreamError) -> bytes:
-    return b"data: " + orjson.dumps(error_body(err.code, err.message)) + b"\n\n" + DONE_EVENT
+def _body_of(err: UpstreamError, openai: bool) -> dict[str, Any]:
+    if openai:
+        return error_body(err.code, err.message, openai_for=err.status_code, param=err.param)
+    return error_body(err.code, err.message)
 
 
-def _map_status(status: int, detail: str) -> UpstreamError:
+def _error_event(err: UpstreamError, openai: bool) -> bytes:
+    return b"data: " + orjson.dumps(_body_of(err, openai)) + b"\n\n" + DONE_EVENT
+
+
+def _reasoning_of(delta: dict[str, Any]) -> Any:
+    """vLLM's chain of thought: `reasoning` today, `reasoning_content` before v0.10."""
+    value = delta.get("reasoning")
+    return value if value is not None else delta.get("reasoning_content")
+
+
+def _map_status(
+    status: int, detail: str, param: str | None = None, endpoint: Endpoint = Endpoint.CHAT
+) -> UpstreamError:
     if status in (400, 413, 422):
         return UpstreamError(
             f"the model server rejected the request: {detail}",
             code="upstream_rejected",
+            status_code=400,
+            param=param,
+        )
+    if status in (404, 405) and endpoint is not Endpoint.CHAT:
+        # vLLM registers /v1/embeddings (and /v1/completions) only for models that serve them
+        return UpstreamError(
+            f"the served model does not offer /v1/{endpoint.value} ({detail})",
+            code="endpoint_not_supported",
             status_code=400,
         )
     if status == 429:
@@ -91,13 +115,27 @@ def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError
 
 
 def _error_detail(raw: bytes) -> str:
+    return _error_fields(raw)[0]
+
+
+def _error_fields(raw: bytes) -> tuple[str, str | None]:
+    """An upstream error body's message and `param` (vLLM's and OpenAI's shape)."""
     try:
         body = orjson.loads(raw)
         err = body.get("error", body) if isinstance(body, dict) else {}
         message = err.get("message") if isinstance(err, dict) else None
-        return str(message or raw[:200].decode(errors="replace"))[:500]
+        if message is None and isinstance(err, dict):
+            message = err.get("detail")  # FastAPI's own 404/405 body
+        param = err.get("param") if isinstance(err, dict) else None
+        text = str(message or raw[:200].decode(errors="replace"))[:500]
+        return text, param if isinstance(param, str) else None
     except orjson.JSONDecodeError:
-        return raw[:200].decode(errors="replace")
+        return raw[:200].decode(errors="replace"), None
+
+
+def _upstream_status_error(status: int, raw: bytes, endpoint: Endpoint) -> UpstreamError:
+    detail, param = _error_fields(raw)
+    return _map_status(status, detail, param, endpoint)
 
 
 class ChatRelay(Response):
@@ -180,10 +218,11 @@ class ChatRelay(Response):
 
     async def _send_error(self, send: Send, err: UpstreamError) -> None:
         self.outcome.fail(err)
-        body = orjson.dumps(error_body(err.code, err.message))
+        body = orjson.dumps(_body_of(err, not self.ui))
         headers = self._response_headers(b"application/json")
         headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-        await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+        status = openai_status(err.status_code) if not self.ui else err.status_code
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _post(self) -> aiohttp.ClientResponse:
@@ -191,19 +230,16 @@ class ChatRelay(Response):
         if self.request_id:
             headers["X-Request-ID"] = self.request_id
         data = orjson.dumps(self.request.body)
+        url = self.upstream.url(self.request.endpoint)
         try:
             try:
-                self._upstream = await self.upstream.http.post(
-                    self.upstream.chat_url, data=data, headers=headers
-                )
+                self._upstream = await self.upstream.http.post(url, data=data, headers=headers)
             except aiohttp.ClientConnectorError:
                 raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 # a pooled connection the server had just closed (llama.cpp's server closes after
                 # every stream): nothing was answered on it, so sending once more is safe
-                self._upstream = await self.upstream.http.post(
-                    self.upstream.chat_url, data=data, headers=headers
-                )
+                self._upstream = await self.upstream.http.post(url, data=data, headers=headers)
             return self._upstream
         except aiohttp.ClientConnectorError as exc:
             self.upstream.forget_models()
@@ -211,9 +247,12 @@ class ChatRelay(Response):
         except (aiohttp.ClientError, OSError) as exc:
             raise upstream_failed(type(exc).__name__) from exc
 
-    def _ttft(self) -> None:
+    def _ttft(self, answer: bool = True) -> None:
+        """A token arrived: the first of any kind, and (`answer`) the first of the answer."""
         if self.outcome.ttft_ms is None:
             self.outcome.ttft_ms = int((time.perf_counter() - self._started) * 1000)
+        if answer and self.outcome.answer_ttft_ms is None:
+            self.outcome.answer_ttft_ms = int((time.perf_counter() - self._started) * 1000)
 
     # --- non-streaming ------------------------------------------------------------------------
     async def _complete(self, send: Send) -> None:
@@ -226,18 +265,32 @@ class ChatRelay(Response):
             await self._send_error(send, _before_first_byte(exc, "no answer in time"))
             return
         if status != 200:
-            await self._send_error(send, _map_status(status, _error_detail(raw)))
+            await self._send_error(send, _upstream_status_error(status, raw, self.request.endpoint))
             return
-        self._ttft()
         try:
             body = orjson.loads(raw)
-            choice = body["choices"][0]
-            text = choice["message"].get("content") or ""
+            if self.request.endpoint is Endpoint.EMBEDDINGS:
+                if not isinstance(body["data"], list):
+                    raise TypeError("data")
+                choice: dict[str, Any] = {}
+                text, reasoning = "", None
+            else:
+                choice = body["choices"][0]
+                message = choice.get("message")
+                if isinstance(message, dict):  # chat; /v1/completions has `text`
+                    text = message.get("content") or ""
+                    reasoning = _reasoning_of(message)
+                else:
+                    text, reasoning = choice.get("text") or "", None
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             await self._send_error(send, upstream_failed("malformed completion"))
             return
+        self._ttft()
         self.outcome.finish_reason = choice.get("finish_reason")
-        self.outcome.text.append(text)
+        if isinstance(text, str):
+            self.outcome.text.append(text)
+        if isinstance(reasoning, str) and reasoning:
+            self.outcome.reasoning.append(reasoning)
         self._take_usage(body.get("usage"))
         if self.ui and self.conversation_id is not None:
             body["conversation_id"] = self.conversation_id
@@ -269,7 +322,8 @@ class ChatRelay(Response):
                 resp = await self._post()
                 if resp.status != 200:
                     raw = await resp.read()
-                    await self._send_error(send, _map_status(resp.status, _error_detail(raw)))
+                    err = _upstream_status_error(resp.status, raw, self.request.endpoint)
+                    await self._send_error(send, err)
                     return
                 while not events:
                     chunk = await resp.content.readany()
@@ -328,7 +382,11 @@ class ChatRelay(Response):
         self.outcome.fail(err)
         tail = _merged_event(template, pending) if pending else b""
         await send(
-            {"type": "http.response.body", "body": tail + _error_event(err), "more_body": False}
+            {
+                "type": "http.response.body",
+                "body": tail + _error_event(err, not self.ui),
+                "more_body": False,
+            }
         )
 
     def _process(
@@ -348,7 +406,11 @@ class ChatRelay(Response):
             if payload.startswith(b'{"error"'):
                 detail = _error_detail(payload)
                 raise upstream_failed(f"error during generation: {detail}")
-            if not self.ui and self.outcome.ttft_ms is not None and b'"usage"' not in payload:
+            if (
+                not self.ui
+                and self.outcome.answer_ttft_ms is not None
+                and b'"usage"' not in payload
+            ):
                 parts.append(b"data: " + payload + b"\n\n")  # the /v1 fast path: bytes untouched
                 continue
             try:
@@ -378,13 +440,22 @@ class ChatRelay(Response):
                 return merged + b"data: " + payload + b"\n\n", template
             return b"data: " + payload + b"\n\n", template
         choice = choices[0] if isinstance(choices[0], dict) else {}
-        delta = choice.get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):  # /v1/completions streams `text`, not a delta
+            delta = {"content": choice.get("text")} if "text" in choice else {}
+        content = delta.get("content")
+        reasoning = _reasoning_of(delta)
         if choice.get("finish_reason"):
             self.outcome.finish_reason = choice["finish_reason"]
         first_content = False
+        if isinstance(reasoning, str) and reasoning:
+            self._ttft(answer=False)
+            if self.ui:
+                self.outcome.reasoning.append(reasoning)
+        elif delta.get("tool_calls"):
+            self._ttft(answer=False)
         if isinstance(content, str) and content:
-            first_content = self.outcome.ttft_ms is None
+            first_content = self.outcome.answer_ttft_ms is None
             self._ttft()
             if self.ui:
                 self.outcome.text.append(content)

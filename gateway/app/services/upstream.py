@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,17 +71,29 @@ class UpstreamClient:
         self.settings = settings
         self.base_url = settings.vllm_base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per request
+        self._urls: dict[str, URL] = {}
         self.session: aiohttp.ClientSession | None = None
         self._models: list[ServedModel] | None = None
         self._models_at = 0.0
         self._models_lock = asyncio.Lock()
         self._aliases = {a.strip().lower() for a in settings.model_aliases if a.strip()}
+        # the serving profile's id and aliases (set by the model manager): names of the served
+        # model a request may use besides its id
+        self.profile_names: Callable[[], Iterable[str]] = tuple
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
         self.base_url = base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")
+        self._urls.clear()
         self.forget_models()
+
+    def url(self, path: str) -> URL:
+        """The model server's URL for a path under its `/v1` (parsed once per target)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(f"{self.base_url}/{path}")
+        return url
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -162,16 +175,22 @@ class UpstreamClient:
         return models
 
     async def resolve(self, requested: Any) -> ServedModel:
-        """`model` omitted or "current" → the served model; else its id or a configured alias."""
+        """`model` omitted or "current" → the served model; else its id, the serving profile's
+        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive)."""
         models = await self.models()
         if requested is None or requested == "current" or requested == "":
             return models[0]
         if not isinstance(requested, str):
-            raise ValidationFailed("model: must be a string")
-        if isinstance(requested, str):
-            for model in models:
-                if model.id == requested:
-                    return model
-            if requested.lower() in self._aliases:
-                return models[0]
-        raise NotFound(f"model {requested!r} is not served here", code="model_not_found")
+            raise ValidationFailed("model: must be a string", param="model")
+        for model in models:
+            if model.id == requested:
+                return model
+        name = requested.strip().lower()
+        for model in models:
+            if model.id.lower() == name:
+                return model
+        if name in self._aliases or name in {n.lower() for n in self.profile_names()}:
+            return models[0]
+        raise NotFound(
+            f"model {requested!r} is not served here", code="model_not_found", param="model"
+        )
