@@ -85,8 +85,8 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
     if max_tokens is not None and max_tokens < 1:
         raise BadRequest(400, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
     n = _int_field(body, "n")
-    if n is not None and n != 1:
-        raise BadRequest(400, "The simulator supports only n=1.", "n")
+    if n is not None and n < 1:
+        raise BadRequest(400, f"n must be at least 1, got {n}.", "n")
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):

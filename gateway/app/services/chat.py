@@ -15,7 +15,13 @@ import structlog
 
 from app.core.config import Settings
 from app.core.errors import AppError, DatabaseUnavailable, is_database_outage
-from app.core.metrics import CHAT_REQUESTS, CHAT_TTFT, TOKENS, UPSTREAM_ERRORS
+from app.core.metrics import (
+    CHAT_ANSWER_TTFT,
+    CHAT_REQUESTS,
+    CHAT_TTFT,
+    TOKENS,
+    UPSTREAM_ERRORS,
+)
 from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import (
@@ -205,6 +211,7 @@ class ChatService:
             input_tokens=outcome.prompt_tokens,
             output_tokens=outcome.completion_tokens,
             ttft_ms=outcome.ttft_ms,
+            answer_ttft_ms=outcome.answer_ttft_ms,
         )
         if outcome.error_code:
             log_fields["error_code"] = outcome.error_code
@@ -235,6 +242,8 @@ class ChatService:
         if outcome is not None:
             if outcome.ttft_ms is not None:
                 CHAT_TTFT.labels(model_label).observe(outcome.ttft_ms / 1000)
+            if outcome.answer_ttft_ms is not None:
+                CHAT_ANSWER_TTFT.labels(model_label).observe(outcome.answer_ttft_ms / 1000)
             if outcome.prompt_tokens:
                 TOKENS.labels(model_label, "input").inc(outcome.prompt_tokens)
             if outcome.completion_tokens:
@@ -250,6 +259,7 @@ class ChatService:
                 prompt_tokens=outcome.prompt_tokens if outcome else None,
                 completion_tokens=outcome.completion_tokens if outcome else None,
                 ttft_ms=outcome.ttft_ms if outcome else None,
+                answer_ttft_ms=outcome.answer_ttft_ms if outcome else None,
                 latency_ms=outcome.latency_ms if outcome else None,
                 error_code=error,
             )

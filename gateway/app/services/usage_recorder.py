@@ -62,6 +62,7 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     ttft_ms: int | None = None
+    answer_ttft_ms: int | None = None
     latency_ms: int | None = None
     error_code: str | None = None
     created_at: datetime = field(default_factory=utcnow)
@@ -78,6 +79,7 @@ class UsageRecord:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "ttft_ms": self.ttft_ms,
+            "answer_ttft_ms": self.answer_ttft_ms,
             "latency_ms": self.latency_ms,
             "error_code": self.error_code,
             "created_at": (

@@ -32,7 +32,8 @@ class RequestLog(Base):
     client: Mapped[str] = mapped_column(String(8), default="api")  # ui | api
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)  # first token of any kind
+    answer_ttft_ms: Mapped[int | None] = mapped_column(Integer)  # first token of the answer
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
