@@ -342,3 +342,36 @@ async def test_openapi_lists_the_chat_routes(start_gateway) -> None:  # type: ig
         assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
         body = wrong.json()["error"]
         assert body["code"] == "method_not_allowed" and body["type"] == "MethodNotAllowedError"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_langchain_tool_loop(start_gateway, simulator, streaming: bool) -> None:  # type: ignore[no-untyped-def]
+    """An agent framework from PyPI, unchanged: LangChain's `ChatOpenAI.bind_tools` loop."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"18 C in {city}"
+
+    async with start_gateway() as gw:
+        llm = ChatOpenAI(
+            base_url=f"{gw.url}/v1",
+            api_key=await _token(gw),  # type: ignore[arg-type]
+            model="simulator-model",
+            max_retries=0,
+            timeout=20,
+            streaming=streaming,
+        ).bind_tools([get_weather])
+        messages: list[Any] = [HumanMessage("What's the weather in Paris?")]
+        first = await llm.ainvoke(messages)
+        assert first.tool_calls and first.tool_calls[0]["name"] == "get_weather"
+        messages.append(first)
+        for call in first.tool_calls:
+            result = get_weather.invoke(call["args"])
+            messages.append(ToolMessage(result, tool_call_id=call["id"]))
+        final = await llm.ainvoke(messages)
+        assert final.content == "The tool answered: 18 C in Paris"
+        assert not final.tool_calls
