@@ -26,7 +26,6 @@ from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import (
     ChatRequest,
-    Endpoint,
     message_text,
     openai_request,
     parse_json_object,
@@ -35,7 +34,7 @@ from app.services.chat_request import (
 from app.services.chat_store import ChatStore, Exchange, clean_title, fallback_title
 from app.services.chat_stream import ChatRelay, StreamOutcome
 from app.services.rate_limiter import Admission, RateLimiter
-from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
+from app.services.upstream import Endpoint, ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 
 log = structlog.get_logger()
@@ -282,14 +281,11 @@ class ChatService:
         }
         try:
             async with asyncio.timeout(20):
-                async with self.upstream.http.post(
-                    self.upstream.chat_url,
-                    data=orjson.dumps(body),
-                    headers={"Content-Type": "application/json"},
-                ) as resp:
-                    if resp.status != 200:
-                        return None
-                    data = orjson.loads(await resp.read())
+                resp = await self.upstream.post(Endpoint.CHAT, orjson.dumps(body))
+                raw = await resp.read()
+                if resp.status != 200:
+                    return None
+                data = orjson.loads(raw)
             return clean_title(str(data["choices"][0]["message"]["content"] or ""))
         except Exception as exc:  # a title is a nicety: any failure falls back to the question
             log.info("title generation failed", error=type(exc).__name__)

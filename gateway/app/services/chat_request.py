@@ -8,7 +8,6 @@ on the hot path. Every failure is a 4xx error body; a bad request never reaches 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ import orjson
 from app.core.config import Settings
 from app.core.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.schemas.wire import find_fault
-from app.services.upstream import ServedModel
+from app.services.upstream import Endpoint, ServedModel
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_CHOICES = 128  # `n`: vLLM has no limit of its own; every choice costs a sequence
@@ -25,14 +24,6 @@ _NUMBER = (int, float)
 
 class ContentPolicyViolation(AppError):
     status_code, code = 400, "content_policy"
-
-
-class Endpoint(StrEnum):
-    """The model server's endpoint a request is relayed to (a path under its `/v1`)."""
-
-    CHAT = "chat/completions"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
 
 
 @dataclass(slots=True)

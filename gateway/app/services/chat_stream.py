@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 import structlog
 from starlette.responses import Response
@@ -23,11 +22,15 @@ from starlette.types import Receive, Scope, Send
 
 from app.core.errors import error_body, openai_status
 from app.core.metrics import ACTIVE_STREAMS
-from app.services.chat_request import ChatRequest, Endpoint
+from app.services.chat_request import ChatRequest
 from app.services.upstream import (
+    Endpoint,
     UpstreamClient,
     UpstreamError,
-    model_unavailable,
+    UpstreamResponse,
+    error_detail,
+    split_events,
+    status_error,
     upstream_failed,
     upstream_timeout,
 )
@@ -74,37 +77,6 @@ def _reasoning_of(delta: dict[str, Any]) -> Any:
     return value if value is not None else delta.get("reasoning_content")
 
 
-def _map_status(
-    status: int, detail: str, param: str | None = None, endpoint: Endpoint = Endpoint.CHAT
-) -> UpstreamError:
-    if status in (400, 413, 422):
-        return UpstreamError(
-            f"the model server rejected the request: {detail}",
-            code="upstream_rejected",
-            status_code=400,
-            param=param,
-        )
-    if status in (404, 405) and endpoint is not Endpoint.CHAT:
-        # vLLM registers /v1/embeddings (and /v1/completions) only for models that serve them
-        return UpstreamError(
-            f"the served model does not offer /v1/{endpoint.value} ({detail})",
-            code="endpoint_not_supported",
-            status_code=400,
-        )
-    if status == 429:
-        return UpstreamError(
-            "the model server is busy, retry shortly",
-            code="rate_limited",
-            status_code=429,
-            headers={"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
-        )
-    if status in (404, 503):
-        return model_unavailable(f"answered {status}")
-    if status == 504:
-        return upstream_timeout("gateway timeout upstream")
-    return upstream_failed(f"answered {status}")
-
-
 def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError:
     """What a failure before anything was sent to the client becomes (a plain HTTP error)."""
     if isinstance(exc, UpstreamError):
@@ -112,30 +84,6 @@ def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError
     if isinstance(exc, TimeoutError):
         return upstream_timeout(timeout_reason)
     return upstream_failed(type(exc).__name__)
-
-
-def _error_detail(raw: bytes) -> str:
-    return _error_fields(raw)[0]
-
-
-def _error_fields(raw: bytes) -> tuple[str, str | None]:
-    """An upstream error body's message and `param` (vLLM's and OpenAI's shape)."""
-    try:
-        body = orjson.loads(raw)
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        message = err.get("message") if isinstance(err, dict) else None
-        if message is None and isinstance(err, dict):
-            message = err.get("detail")  # FastAPI's own 404/405 body
-        param = err.get("param") if isinstance(err, dict) else None
-        text = str(message or raw[:200].decode(errors="replace"))[:500]
-        return text, param if isinstance(param, str) else None
-    except orjson.JSONDecodeError:
-        return raw[:200].decode(errors="replace"), None
-
-
-def _upstream_status_error(status: int, raw: bytes, endpoint: Endpoint) -> UpstreamError:
-    detail, param = _error_fields(raw)
-    return _map_status(status, detail, param, endpoint)
 
 
 class ChatRelay(Response):
@@ -170,7 +118,7 @@ class ChatRelay(Response):
         self._started = 0.0
         self._first_event_pending = True
         # the open upstream response; closed in __call__'s finally unless fully read
-        self._upstream: aiohttp.ClientResponse | None = None
+        self._upstream: UpstreamResponse | None = None
 
     # --- ASGI entry ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,27 +173,11 @@ class ChatRelay(Response):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _post(self) -> aiohttp.ClientResponse:
-        headers = {"Content-Type": "application/json"}
-        if self.request_id:
-            headers["X-Request-ID"] = self.request_id
-        data = orjson.dumps(self.request.body)
-        url = self.upstream.url(self.request.endpoint)
-        try:
-            try:
-                self._upstream = await self.upstream.http.post(url, data=data, headers=headers)
-            except aiohttp.ClientConnectorError:
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # a pooled connection the server had just closed (llama.cpp's server closes after
-                # every stream): nothing was answered on it, so sending once more is safe
-                self._upstream = await self.upstream.http.post(url, data=data, headers=headers)
-            return self._upstream
-        except aiohttp.ClientConnectorError as exc:
-            self.upstream.forget_models()
-            raise model_unavailable("connection refused") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise upstream_failed(type(exc).__name__) from exc
+    async def _post(self) -> UpstreamResponse:
+        self._upstream = await self.upstream.post(
+            self.request.endpoint, orjson.dumps(self.request.body), self.request_id
+        )
+        return self._upstream
 
     def _ttft(self, answer: bool = True) -> None:
         """A token arrived: the first of any kind, and (`answer`) the first of the answer."""
@@ -258,14 +190,15 @@ class ChatRelay(Response):
     async def _complete(self, send: Send) -> None:
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
-                async with await self._post() as resp:
-                    raw = await resp.read()
-                    status = resp.status
-        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+                resp = await self._post()
+                raw = await resp.read()  # read whole: the connection goes back to the pool
+                status = resp.status
+                self._upstream = None
+        except (TimeoutError, UpstreamError, OSError) as exc:
             await self._send_error(send, _before_first_byte(exc, "no answer in time"))
             return
         if status != 200:
-            await self._send_error(send, _upstream_status_error(status, raw, self.request.endpoint))
+            await self._send_error(send, status_error(status, raw, self.request.endpoint))
             return
         try:
             body = orjson.loads(raw)
@@ -322,15 +255,15 @@ class ChatRelay(Response):
                 resp = await self._post()
                 if resp.status != 200:
                     raw = await resp.read()
-                    err = _upstream_status_error(resp.status, raw, self.request.endpoint)
+                    err = status_error(resp.status, raw, self.request.endpoint)
                     await self._send_error(send, err)
                     return
                 while not events:
-                    chunk = await resp.content.readany()
+                    chunk = await resp.chunk()
                     if not chunk:
                         raise upstream_failed("the stream ended before the first token")
-                    events, buffer = _split_events(buffer + chunk)
-        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+                    events, buffer = split_events(buffer + chunk)
+        except (TimeoutError, UpstreamError, OSError) as exc:
             await self._send_error(send, _before_first_byte(exc, "no first token in time"))
             return
 
@@ -356,7 +289,7 @@ class ChatRelay(Response):
                     wait = max(0.0, self.flush_s - (time.perf_counter() - last_send))
                 try:
                     async with asyncio.timeout(wait):
-                        chunk = await resp.content.readany()
+                        chunk = await resp.chunk()
                 except TimeoutError:
                     if pending:
                         events = []
@@ -364,16 +297,12 @@ class ChatRelay(Response):
                     raise upstream_timeout("no data between chunks in time") from None
                 if not chunk:
                     raise upstream_failed("the stream ended without [DONE]")
-                events, buffer = _split_events(buffer + chunk)
+                events, buffer = split_events(buffer + chunk)
         except UpstreamError as err:
             await self._end_with_error(send, err, pending, template)
             return
-        except aiohttp.ClientError as exc:
-            lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
-            await self._end_with_error(send, lost, pending, template)
-            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await _drain(resp)
+        await resp.finish()
         self._upstream = None  # fully read: the connection went back to the pool
 
     async def _end_with_error(
@@ -404,7 +333,7 @@ class ChatRelay(Response):
                 parts.append(DONE_EVENT)
                 break
             if payload.startswith(b'{"error"'):
-                detail = _error_detail(payload)
+                detail = error_detail(payload)
                 raise upstream_failed(f"error during generation: {detail}")
             if (
                 not self.ui
@@ -487,25 +416,6 @@ class ChatRelay(Response):
         return b"data: " + payload + b"\n\n", template
 
 
-def _split_events(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete SSE events' `data:` payloads, and the unfinished rest of the buffer."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    end = data.rfind(b"\n\n")
-    if end < 0:
-        return [], data
-    blocks = data[:end].split(b"\n\n")
-    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
-        # what vLLM sends: one `data: ` line per event
-        return [block[6:] for block in blocks], data[end + 2 :]
-    payloads = []
-    for block in blocks:
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                payloads.append(line[5:].lstrip(b" "))
-    return payloads, data[end + 2 :]
-
-
 def _merged_event(template: dict[str, Any] | None, pending: list[str]) -> bytes:
     """One chunk carrying several content deltas (the first token is never held back)."""
     base = template or {"object": "chat.completion.chunk"}
@@ -519,14 +429,3 @@ def _merged_event(template: dict[str, Any] | None, pending: list[str]) -> bytes:
         }
     ]
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-async def _drain(resp: aiohttp.ClientResponse) -> None:
-    """Read to the end after [DONE] so the keep-alive connection can be reused."""
-    try:
-        async with asyncio.timeout(1.0):
-            while await resp.content.readany():
-                pass
-        resp.release()
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        resp.close()

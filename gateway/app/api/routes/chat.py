@@ -21,7 +21,7 @@ from app.api.deps import CurrentPrincipal, get_principal
 from app.core.errors import DatabaseUnavailable
 from app.core.middleware import log_fields
 from app.services.chat import ChatService
-from app.services.chat_request import Endpoint
+from app.services.upstream import Endpoint
 
 router = APIRouter(tags=["chat"])
 
