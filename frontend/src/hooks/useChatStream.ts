@@ -4,6 +4,7 @@ import { ApiError, isAbortError } from '../api/errors';
 import type { ChatMessage, ChatRequestBody } from '../api/types';
 import { useAuth } from '../stores/auth';
 import { nextKey, useChat, type UiMessage } from '../stores/chat';
+import { splitThink } from '../lib/think';
 import { useConversations } from '../stores/conversations';
 import { useDraft } from '../stores/draft';
 import { frameBatcher } from './frameBatcher';
@@ -20,7 +21,7 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
   const chat = useChat.getState();
   const controller = new AbortController();
   inflight = controller;
-  chat.set({ messages, streaming: true, pending: '', failure: null });
+  chat.set({ messages, streaming: true, pending: '', pendingReasoning: '', pendingReasoningMs: null, failure: null });
 
   const body: ChatRequestBody = { messages: history(messages) };
   if (chat.conversationId) body.conversation_id = chat.conversationId;
@@ -30,14 +31,32 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
   if (opts.regenerate) body.regenerate = true;
 
   let text = '';
+  let reasoning = ''; // from the server's reasoning parser; else `<think>` inline in `text`
+  let thinkStart: number | null = null;
+  let thinkMs: number | null = null;
   let started = false;
+  const view = (): { answer: string; thought: string } => {
+    if (reasoning) return { answer: text, thought: reasoning };
+    const split = splitThink(text);
+    return { answer: split.answer, thought: split.reasoning };
+  };
   const batch = frameBatcher(() => {
-    if (inflight === controller) useChat.getState().set({ pending: text });
+    if (inflight !== controller) return;
+    const { answer, thought } = view();
+    useChat.getState().set({ pending: answer, pendingReasoning: thought, pendingReasoningMs: thinkMs });
   });
   const commit = (status: UiMessage['status']): UiMessage[] => {
     const current = useChat.getState().messages;
-    return text ? [...current, { key: nextKey(), role: 'assistant', content: text, status }] : current;
+    const { answer, thought } = view();
+    if (!answer && !thought) return current;
+    const message: UiMessage = { key: nextKey(), role: 'assistant', content: answer, status };
+    if (thought) {
+      message.reasoning = thought;
+      message.reasoningMs = thinkMs ?? (thinkStart !== null ? Date.now() - thinkStart : null);
+    }
+    return [...current, message];
   };
+  const reset = { pending: '', pendingReasoning: '', pendingReasoningMs: null };
 
   try {
     const onUnauthorized = () => useAuth.getState().logout('expired');
@@ -48,18 +67,29 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
           useChat.getState().set({ conversationId: event.id });
           useConversations.getState().touch(event.id, opts.question);
         }
+      } else if (event.type === 'reasoning') {
+        thinkStart ??= Date.now();
+        reasoning += event.text;
+        batch.schedule();
       } else if (event.type === 'delta') {
         text += event.text;
+        if (!reasoning) {
+          const split = splitThink(text);
+          if (split.open || split.reasoning) thinkStart ??= Date.now();
+          if (!split.open && thinkStart !== null && thinkMs === null) thinkMs = Date.now() - thinkStart;
+        } else if (thinkStart !== null && thinkMs === null) {
+          thinkMs = Date.now() - thinkStart; // the answer started: thinking is over
+        }
         batch.schedule();
       }
     }
     batch.cancel();
-    useChat.getState().set({ messages: commit('complete'), pending: '', streaming: false });
+    useChat.getState().set({ messages: commit('complete'), ...reset, streaming: false });
   } catch (err) {
     batch.cancel();
     if (isAbortError(err)) {
       // stopping is expected: what arrived is kept, marked as stopped
-      useChat.getState().set({ messages: commit('partial'), pending: '', streaming: false });
+      useChat.getState().set({ messages: commit('partial'), ...reset, streaming: false });
     } else {
       const error = err instanceof ApiError ? err : new ApiError(0, 'network_error', String(err));
       if (error.status === 401) {
@@ -70,11 +100,11 @@ async function run(messages: UiMessage[], opts: { regenerate: boolean; question:
           useChat.getState().set({ messages: current.slice(0, -1) });
           useDraft.getState().setDraft(last.content);
         }
-        useChat.getState().set({ pending: '', streaming: false });
+        useChat.getState().set({ ...reset, streaming: false });
       } else {
         useChat.getState().set({
           messages: commit('error'),
-          pending: '',
+          ...reset,
           streaming: false,
           failure: {
             error,

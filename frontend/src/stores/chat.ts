@@ -10,6 +10,9 @@ export interface UiMessage {
   role: 'user' | 'assistant';
   content: string;
   status: UiStatus;
+  /** a reasoning model's chain of thought (never sent back as history) and how long it took */
+  reasoning?: string;
+  reasoningMs?: number | null;
 }
 
 export interface ChatFailure {
@@ -34,6 +37,9 @@ interface ChatState {
   maxTokens: number | null;
   streaming: boolean;
   pending: string;
+  /** the chain of thought of the answer being streamed, and when it ended (ms), if it has */
+  pendingReasoning: string;
+  pendingReasoningMs: number | null;
   failure: ChatFailure | null;
   reset: (conversationId?: string | null) => void;
   set: (patch: Partial<ChatState>) => void;
@@ -51,6 +57,8 @@ export const useChat = create<ChatState>((set) => ({
   maxTokens: null,
   streaming: false,
   pending: '',
+  pendingReasoning: '',
+  pendingReasoningMs: null,
   failure: null,
   reset: (conversationId = null) =>
     set({
@@ -60,6 +68,8 @@ export const useChat = create<ChatState>((set) => ({
       systemPrompt: '',
       streaming: false,
       pending: '',
+      pendingReasoning: '',
+      pendingReasoningMs: null,
       failure: null,
     }),
   set: (patch) => set(patch),
@@ -73,5 +83,6 @@ export function toUiMessages(messages: MessageOut[]): UiMessage[] {
       role: m.role,
       content: m.content,
       status: m.status === 'partial' || m.status === 'error' ? m.status : 'complete',
+      ...(m.reasoning ? { reasoning: m.reasoning, reasoningMs: m.reasoning_ms ?? null } : {}),
     }));
 }
