@@ -375,3 +375,38 @@ async def test_langchain_tool_loop(start_gateway, simulator, streaming: bool) ->
         final = await llm.ainvoke(messages)
         assert final.content == "The tool answered: 18 C in Paris"
         assert not final.tool_calls
+
+
+async def test_reasoning_stored_apart_on_api_chat(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import read_sse, wait_until
+
+    async with start_gateway() as gw:
+        await sim_post(simulator, "/sim/config", {"reasoning": "reasoning", "itl_ms": 5})
+        token = await _token(gw)
+        async with gw.client(token) as c:
+            async with c.stream(
+                "POST", "/api/chat", json={"messages": [{"role": "user", "content": "Why?"}]}
+            ) as r:
+                assert r.status_code == 200
+                conversation = r.headers["x-conversation-id"]
+                events = await read_sse(r)
+            deltas = [
+                e["choices"][0]["delta"] for e in events if isinstance(e, dict) and e.get("choices")
+            ]
+            thinking = "".join(d.get("reasoning") or "" for d in deltas)
+            answer = "".join(d.get("content") or "" for d in deltas)
+            assert thinking.startswith("The user wants an answer") and answer
+
+            async def stored() -> Any:
+                got = (await c.get(f"/api/conversations/{conversation}")).json()
+                return got if len(got["messages"]) == 2 else None
+
+            detail = await wait_until(stored)
+        reply = detail["messages"][1]
+        assert reply["content"] == answer  # the answer alone
+        assert reply["reasoning"] == thinking and reply["reasoning_ms"] is not None
+        # the stored question is not polluted either, and usage has both times
+        assert detail["messages"][0]["reasoning"] is None
+        row = (await _usage_rows(gw))[0]
+        assert row.ttft_ms is not None and row.answer_ttft_ms is not None
+        assert row.answer_ttft_ms >= row.ttft_ms
