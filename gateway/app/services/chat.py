@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from app.core.config import Settings
-from app.core.errors import AppError, DatabaseUnavailable, is_database_outage
+from app.core.errors import AppError, DatabaseUnavailable, is_database_outage, openai_status
 from app.core.metrics import (
     CHAT_ANSWER_TTFT,
     CHAT_REQUESTS,
@@ -113,7 +113,7 @@ class ChatService:
                 conversation_id,
                 ui,
                 request_id,
-                status=err.status_code,
+                status=err.status_code if ui else openai_status(err.status_code),  # as answered
                 error=err.code,
             )
             raise

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.endpoints import HTTPEndpoint
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -35,10 +36,14 @@ ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 
 
 class _Relay(HTTPEndpoint):
-    """POST only (other methods: 405 with `Allow`, through the app's error handler)."""
+    """POST only; another method is 405 `use POST` with `Allow`, through the app's error
+    handler."""
 
     endpoint = Endpoint.CHAT
     ui = False
+
+    async def method_not_allowed(self, request: Request) -> Response:
+        raise HTTPException(405, "use POST", headers={"Allow": "POST"})
 
     async def post(self, request: Request) -> Response:
         chat: ChatService = request.app.state.chat
@@ -84,7 +89,7 @@ RELAY_PATHS: dict[str, type[_Relay]] = {
 
 def relay_routes() -> list[BaseRoute]:
     return [
-        Route(path, endpoint, methods=["POST"], include_in_schema=False)
+        Route(path, endpoint, include_in_schema=False)  # the endpoint answers other methods
         for path, endpoint in RELAY_PATHS.items()
     ]
 
