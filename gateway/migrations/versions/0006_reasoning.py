@@ -1,7 +1,7 @@
 """reasoning: the chain of thought stored apart from the answer, and the answer's own TTFT
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0002
 Create Date: 2026-11-26 13:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
