@@ -52,7 +52,7 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
         if not isinstance(message, dict):
             raise BadRequest(400, f"messages[{index}] must be an object.", "messages")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRequest(400, f"Invalid role {role!r} in messages[{index}].", "messages")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):

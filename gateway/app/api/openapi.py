@@ -168,9 +168,10 @@ _EMBEDDINGS = {
     },
 }
 _SSE = {
-    "type": "string",
-    "description": 'Server-sent events: `data: {chunk}` per event, `data: {"error": ...}` '
+    "type": "object",
+    "description": 'One server-sent event: `data: {chunk}` per event, `data: {"error": ...}` '
     "for a failure after the start, and `data: [DONE]` last",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
 }
 
 _ERRORS = {

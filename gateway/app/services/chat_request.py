@@ -73,7 +73,7 @@ def message_text(content: Any) -> str | None:
     return None
 
 
-def _content_text(message: dict[str, Any], i: int) -> str:
+def _content_text(message: dict[str, Any], i: int, *, ui: bool) -> str:
     """The text of one message, checked only as far as the gateway needs: the content is a
     string or a list of typed parts (any type: vLLM knows what the model takes); an assistant
     message may have none (`null` with `tool_calls`, or empty as a prefill)."""
@@ -89,6 +89,12 @@ def _content_text(message: dict[str, Any], i: int) -> str:
             if not (isinstance(part, dict) and isinstance(part.get("type"), str)):
                 raise ValidationFailed(
                     f"messages.{i}.content.{j}: must be an object with a `type`",
+                    param=f"messages.{i}.content",
+                )
+            if ui and not (part["type"] == "text" and isinstance(part.get("text"), str)):
+                # the UI sends text, and a conversation stores text: nothing would keep the rest
+                raise ValidationFailed(
+                    f"messages.{i}.content.{j}: /api/chat takes text parts only",
                     param=f"messages.{i}.content",
                 )
         return message_text(content) or ""
@@ -112,12 +118,12 @@ def _check_messages(messages: Any, settings: Settings, *, ui: bool) -> None:
         if not isinstance(message, dict):
             raise ValidationFailed(f"messages.{i}: must be an object", param=f"messages.{i}")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # (an object is not hashable)
             raise ValidationFailed(
                 f"messages.{i}.role: must be one of system, developer, user, assistant, tool",
                 param=f"messages.{i}.role",
             )
-        text = _content_text(message, i)
+        text = _content_text(message, i, ui=ui)
         if ui and role == "user" and not text.strip():  # the UI never sends an empty question
             raise ValidationFailed(
                 f"messages.{i}.content: must not be empty", param=f"messages.{i}.content"
@@ -195,9 +201,9 @@ def _upstream_body(body: dict[str, Any], model: ServedModel, stream: bool) -> di
     return out
 
 
-def _check_prompt(prompt: Any, settings: Settings, field: str) -> None:
+def _check_prompt(prompt: Any, settings: Settings, field: str) -> int:
     """`/v1/completions`' prompt or `/v1/embeddings`' input: a string, token ids, or a list of
-    either; bounded like chat messages (count and characters)."""
+    either; bounded like chat messages (count and characters). Returns how many prompts."""
     if isinstance(prompt, str):
         items: list[Any] = [prompt]
     elif isinstance(prompt, list) and prompt:
@@ -228,6 +234,7 @@ def _check_prompt(prompt: Any, settings: Settings, field: str) -> None:
             )
         if total > settings.chat_max_chars:
             raise PayloadTooLarge(f"{field}: more than {settings.chat_max_chars} characters")
+    return len(items)
 
 
 def openai_request(
@@ -245,7 +252,14 @@ def openai_request(
         out["model"] = model.id
         return ChatRequest(out, False, True, [], endpoint)
     if endpoint is Endpoint.COMPLETIONS:
-        _check_prompt(body.get("prompt"), settings, "prompt")
+        prompts = _check_prompt(body.get("prompt"), settings, "prompt")
+        n = body.get("n")
+        choices = prompts * (n if isinstance(n, int) and not isinstance(n, bool) else 1)
+        if choices > MAX_CHOICES:  # every prompt is answered `n` times
+            raise ValidationFailed(
+                f"prompt: {prompts} prompts x n={n} asks for more than {MAX_CHOICES} answers",
+                param="prompt",
+            )
         messages: list[dict[str, Any]] = []
     else:
         _check_messages(body.get("messages"), settings, ui=False)

@@ -227,6 +227,8 @@ async def test_completions(start_gateway, simulator) -> None:  # type: ignore[no
         with pytest.raises(openai.BadRequestError) as bad:
             await client.completions.create(model="simulator-model", prompt=[])
         assert bad.value.body["param"] == "prompt"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):  # 20 prompts x 10 answers: past the bound
+            await client.completions.create(model="simulator-model", prompt=["a"] * 20, n=10)
 
 
 async def test_embeddings(start_gateway, simulator) -> None:  # type: ignore[no-untyped-def]
