@@ -350,7 +350,7 @@ async def test_validation_errors_like_vllm(client: httpx.AsyncClient) -> None:
         chat(max_tokens=5000),
         chat("word " * 5000),
         chat(max_tokens=0),
-        chat(n=2),
+        chat(n=0),
         chat(stream_options={"include_usage": True}),
         chat("hi [[sim:explode=1]]"),
     ]
