@@ -196,6 +196,34 @@ describe('useChatStream', () => {
     expect(useChat.getState().messages[1]).toMatchObject({ content: 'second', variantIndex: 1 });
   });
 
+  it('a regenerated answer that thought keeps its thoughts, as itself and as its variant', async () => {
+    useChat.setState({
+      conversationId: 'c1',
+      messages: [
+        { key: 'srv-10', id: 10, role: 'user', content: 'q', status: 'complete' },
+        { key: 'srv-11', id: 11, role: 'assistant', content: 'first', status: 'complete' },
+      ],
+    });
+    const sse = controllableSse({ 'X-Conversation-ID': 'c1' });
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.regenerate();
+    });
+    sse.push({ choices: [{ index: 0, delta: { reasoning: 'Again, then.' }, finish_reason: null }] });
+    sse.push(delta('second'));
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    const answer = useChat.getState().messages[1]!;
+    expect(answer).toMatchObject({ content: 'second', reasoning: 'Again, then.', variantIndex: 1 });
+    expect(answer.variants!.map((v) => [v.content, v.reasoning])).toEqual([
+      ['first', undefined],
+      ['second', 'Again, then.'],
+    ]);
+  });
+
   it('choosing a variant shows it at once and stores the choice by its server id', async () => {
     useChat.setState({
       conversationId: 'c1',
