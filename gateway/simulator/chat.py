@@ -342,9 +342,19 @@ class ChatCompletions:
             return
         dimensions = body.get("dimensions")
         if dimensions is None:
-            dimensions = 16
+            dimensions = rich.EMBEDDING_SIZE
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
             self._reject(conn, 400, "dimensions must be a positive integer", "dimensions")
+            return
+        if dimensions > rich.EMBEDDING_SIZE:
+            # as vLLM: a vector is never longer than the model's (and building a huge one
+            # would stall this single-threaded server for every other test)
+            self._reject(
+                conn,
+                400,
+                f"dimensions must be at most {rich.EMBEDDING_SIZE} for this model",
+                "dimensions",
+            )
             return
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):

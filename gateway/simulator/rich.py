@@ -333,6 +333,9 @@ def completion_events(
 
 
 # ---------------------------------------------------------------------------- /v1/embeddings
+EMBEDDING_SIZE = 16  # the simulated model's vectors; `dimensions` may shorten them, never grow
+
+
 def embedding(text: str, dimensions: int) -> list[float]:
     """A deterministic unit vector for a text (the same text, the same vector)."""
     digest = hashlib.sha256(text.encode()).digest()
