@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.api.chat_fast_path import ChatFastPath
+from app.api.openapi import install_openapi
 from app.api.routes import (
     admin_users,
     auth,
@@ -32,7 +32,6 @@ from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
 from app.core.metrics import mark_process_dead
 from app.core.middleware import RequestContextMiddleware
-from app.core.openapi import install_openapi
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.shutdown import ShutdownWatch
 from app.db.engine import create_engine, create_session_factory
@@ -192,12 +191,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    install_openapi(app)
-    # the last added is the outermost: security headers -> CORS -> request context -> chat fast
-    # path -> routes. CORS wraps the request context so the bodies it writes itself (413, 500,
-    # 503 database_unavailable) stay readable cross-origin; preflights are answered by CORS, before
-    # the fast path's 405, and so carry no request id and write no access-log line.
-    app.add_middleware(ChatFastPath)
+    # the last added is the outermost: security headers -> CORS -> request context -> routes.
+    # CORS wraps the request context so the bodies it writes itself (413, 500, 503
+    # database_unavailable) stay readable cross-origin; preflights are answered by CORS, before
+    # any route's 405, and so carry no request id and write no access-log line.
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -234,4 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(frontend.build_router(settings.ui_dist_dir))  # last: a catch-all
+    # the relay endpoints first: the router tries routes in order and these are the hot path
+    app.router.routes[0:0] = chat.relay_routes()
+    install_openapi(app)
     return app

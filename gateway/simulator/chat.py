@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from simulator.answers import Answer, choose_answer
+from simulator import rich
+from simulator.answers import Answer, choose_answer, count_prompt_tokens
 from simulator.config import Runtime, Settings
 from simulator.faults import FaultSpec, FaultSpecError, directives_in, parse_spec
 from simulator.httpproto import Connection, Request
@@ -63,6 +64,8 @@ class ChatCompletions:
             self._reject(conn, 500, "Simulated engine failure (fail_rate).")
             return None
         stats.prompt_tokens_total += plan.prompt_tokens
+        if rich.wants_rich(body, runtime.reasoning):
+            return self._rich(conn, plan, body)
         if plan.ttft > 0 or plan.itl > 0 or fault.disrupts:
             return self._stream(conn, plan) if plan.stream else self._whole(conn, plan)
         # Fast path: no pacing, no faults; answer in a single write.
@@ -217,6 +220,165 @@ class ChatCompletions:
             stats.aborted_total += 1
         finally:
             stats.active_requests -= 1
+
+    # ------------------------------------------------------------ reasoning, tools, n, logprobs
+    def _rich(
+        self, conn: Connection, plan: Plan, body: dict[str, Any]
+    ) -> Coroutine[Any, Any, None] | None:
+        n = body.get("n") or 1
+        answer = rich.tool_answer(body) or plan.answer
+        top = body.get("top_logprobs")
+        full = rich.RichAnswer(
+            model=self.settings.model,
+            answer=answer,
+            finish_reason=plan.finish_reason,
+            prompt_tokens=plan.prompt_tokens,
+            reasoning_field=self.runtime.reasoning,
+            tool=rich.tool_call_for(body),
+            n=n,
+            logprobs=bool(body.get("logprobs")),
+            top_logprobs=top if isinstance(top, int) and not isinstance(top, bool) else 0,
+        )
+        tokens = full.completion_tokens()
+        if not plan.stream:
+            conn.send(200, full.body(), headers=plan.extra_headers)
+            self._finished(plan, tokens)
+            return None
+        return self._paced(conn, plan, full.events(plan.include_usage), tokens)
+
+    async def _paced(self, conn: Connection, plan: Plan, events: list[bytes], tokens: int) -> None:
+        """Send prepared events at the configured pace (first after `ttft`, then `itl` apart)."""
+        stats = self.stats
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stats.active_requests += 1
+        stats.active_streams += 1
+        try:
+            conn.start_stream(plan.extra_headers)
+            for index, event in enumerate(events):
+                delay = start + plan.ttft + index * plan.itl - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                conn.write_chunk(event)
+                await conn.drain()
+            conn.end_stream(DONE)
+            self._finished(plan, tokens)
+        except asyncio.CancelledError:
+            stats.aborted_total += 1
+            raise
+        except ConnectionError:
+            stats.aborted_total += 1
+        finally:
+            stats.active_requests -= 1
+            stats.active_streams -= 1
+
+    # ------------------------------------------------------------------- /v1/completions
+    def completions(self, request: Request, conn: Connection) -> Coroutine[Any, Any, None] | None:
+        body = self._json(request, conn)
+        if body is None:
+            return None
+        prompts = rich.completion_prompts(body.get("prompt"))
+        if prompts is None:
+            self._reject(
+                conn, 400, "prompt must be a string, token ids or a list of them", "prompt"
+            )
+            return None
+        model = body.get("model")
+        if model is not None and model != self.settings.model:
+            self._reject(conn, 404, f"The model `{model}` does not exist.", "model")
+            return None
+        max_tokens = body.get("max_tokens")
+        limit = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 16
+        full = choose_answer(prompts[0], self.runtime.tokens)
+        answer = full.truncated(limit)
+        finish = "length" if answer is not full else "stop"
+        n_field = body.get("n")
+        n = n_field if isinstance(n_field, int) and n_field > 0 else 1
+        count = n * len(prompts)
+        prompt_tokens = count_prompt_tokens([{"content": p} for p in prompts])
+        self.stats.prompt_tokens_total += prompt_tokens
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        include_usage = stream and isinstance(options, dict) and bool(options.get("include_usage"))
+        plan = Plan(
+            stream=stream,
+            include_usage=include_usage,
+            answer=answer,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            ttft=self.runtime.ttft_ms / 1000.0,
+            itl=self.runtime.itl_ms / 1000.0,
+            fault=FaultSpec(),
+            extra_headers=b"",
+        )
+        tokens = len(answer.tokens) * count
+        if not stream:
+            body_out = rich.completion_body(
+                self.settings.model, answer, finish, prompt_tokens, count
+            )
+            conn.send(200, body_out)
+            self._finished(plan, tokens)
+            return None
+        events = rich.completion_events(
+            self.settings.model, answer, finish, prompt_tokens, count, include_usage
+        )
+        return self._paced(conn, plan, events, tokens)
+
+    # -------------------------------------------------------------------- /v1/embeddings
+    def embeddings(self, request: Request, conn: Connection) -> None:
+        if not self.runtime.embeddings:  # vLLM registers the route for pooling models only
+            conn.send(404, b'{"detail":"Not Found"}')
+            return
+        body = self._json(request, conn)
+        if body is None:
+            return
+        texts = rich.completion_prompts(body.get("input"))
+        if texts is None:
+            self._reject(conn, 400, "input must be a string, token ids or a list of them", "input")
+            return
+        model = body.get("model")
+        if model is not None and model != self.settings.model:
+            self._reject(conn, 404, f"The model `{model}` does not exist.", "model")
+            return
+        dimensions = body.get("dimensions")
+        if dimensions is None:
+            dimensions = rich.EMBEDDING_SIZE
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            self._reject(conn, 400, "dimensions must be a positive integer", "dimensions")
+            return
+        if dimensions > rich.EMBEDDING_SIZE:
+            # as vLLM: a vector is never longer than the model's (and building a huge one
+            # would stall this single-threaded server for every other test)
+            self._reject(
+                conn,
+                400,
+                f"dimensions must be at most {rich.EMBEDDING_SIZE} for this model",
+                "dimensions",
+            )
+            return
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            self._reject(conn, 400, "encoding_format must be float or base64", "encoding_format")
+            return
+        prompt_tokens = count_prompt_tokens([{"content": t} for t in texts])
+        self.stats.prompt_tokens_total += prompt_tokens
+        self.stats.completed_total += 1
+        conn.send(
+            200,
+            rich.embeddings_body(self.settings.model, texts, dimensions, encoding, prompt_tokens),
+        )
+
+    def _json(self, request: Request, conn: Connection) -> dict[str, Any] | None:
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            self._reject(conn, 400, f"JSON decode error: {exc}")
+            return None
+        self.stats.record(body, request.header(b"x-request-id"))
+        if not isinstance(body, dict):
+            self._reject(conn, 400, "The request body must be a JSON object.")
+            return None
+        return body
 
 
 async def _forever() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from simulator.faults import FaultSpec, FaultSpecError, parse_spec
 
+REASONING_FIELDS = ("", "reasoning", "reasoning_content")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -32,6 +34,10 @@ class Runtime:
     fail_rate: float = 0.0
     fault: str = ""
     seed: int | None = None
+    # a reasoning model: the chain of thought streams in this delta field ("reasoning", as vLLM
+    # sends it today, or "reasoning_content", before v0.10); "" answers without thinking
+    reasoning: str = ""
+    embeddings: bool = True  # /v1/embeddings served (vLLM registers it for pooling models)
     fault_spec: FaultSpec = field(default_factory=FaultSpec)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -47,6 +53,8 @@ class Runtime:
             "fail_rate": self.fail_rate,
             "fault": self.fault,
             "seed": self.seed,
+            "reasoning": self.reasoning,
+            "embeddings": self.embeddings,
         }
 
     def copy(self) -> Runtime:
@@ -57,6 +65,8 @@ class Runtime:
             fail_rate=self.fail_rate,
             fault=self.fault,
             seed=self.seed,
+            reasoning=self.reasoning,
+            embeddings=self.embeddings,
         )
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -92,6 +102,16 @@ class Runtime:
             seed = changes["seed"]
             if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
                 raise ValueError("seed must be an integer or null")
+        if "reasoning" in changes:
+            if changes["reasoning"] not in REASONING_FIELDS:
+                raise ValueError("reasoning must be one of '', 'reasoning', 'reasoning_content'")
+            new["reasoning"] = changes["reasoning"]
+        if "embeddings" in changes:
+            if not isinstance(changes["embeddings"], bool):
+                raise ValueError("embeddings must be a boolean")
+            new["embeddings"] = changes["embeddings"]
+        self.reasoning = new["reasoning"]
+        self.embeddings = new["embeddings"]
         self.ttft_ms = new["ttft_ms"]
         self.itl_ms = new["itl_ms"]
         self.tokens = new["tokens"]
@@ -159,6 +179,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Runtime]:
     parser.add_argument(
         "--startup-delay-s", type=_non_negative, default=0.0, help="wait before listening"
     )
+    parser.add_argument(
+        "--reasoning-field",
+        choices=[f for f in REASONING_FIELDS if f],
+        default="",
+        help="act as a reasoning model: think first, in this delta field",
+    )
+    parser.add_argument(
+        "--no-embeddings", action="store_true", help="serve no /v1/embeddings (a chat model)"
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         host=args.host,
@@ -174,5 +203,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Runtime]:
         fail_rate=args.fail_rate,
         fault=args.fault,
         seed=args.seed,
+        reasoning=args.reasoning_field,
+        embeddings=not args.no_embeddings,
     )
     return settings, runtime

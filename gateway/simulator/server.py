@@ -36,6 +36,8 @@ class App:
         self.chat = ChatCompletions(settings, runtime, self.stats)
         self.routes: dict[str, dict[str, Route]] = {
             "/v1/chat/completions": {"POST": self.chat},
+            "/v1/completions": {"POST": self.chat.completions},
+            "/v1/embeddings": {"POST": self.chat.embeddings},
             "/v1/models": {"GET": self._models},
             "/health": {"GET": self._health},
             "/ping": {"GET": self._health, "POST": self._health},

@@ -52,7 +52,7 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
         if not isinstance(message, dict):
             raise BadRequest(400, f"messages[{index}] must be an object.", "messages")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRequest(400, f"Invalid role {role!r} in messages[{index}].", "messages")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
@@ -85,8 +85,8 @@ def validate(body: Any, model_name: str, max_model_len: int) -> ChatRequest:
     if max_tokens is not None and max_tokens < 1:
         raise BadRequest(400, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
     n = _int_field(body, "n")
-    if n is not None and n != 1:
-        raise BadRequest(400, "The simulator supports only n=1.", "n")
+    if n is not None and n < 1:
+        raise BadRequest(400, f"n must be at least 1, got {n}.", "n")
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):

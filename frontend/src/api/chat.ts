@@ -6,13 +6,17 @@ import type { ChatRequestBody } from './types';
 export type ChatEvent =
   | { type: 'conversation'; id: string }
   | { type: 'delta'; text: string }
+  | { type: 'reasoning'; text: string }
   | { type: 'finish'; reason: string }
   | { type: 'usage'; promptTokens: number; completionTokens: number };
 
 interface Chunk {
   conversation_id?: string;
   error?: unknown;
-  choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[];
+  choices?: {
+    delta?: { content?: string | null; reasoning?: string | null; reasoning_content?: string | null };
+    finish_reason?: string | null;
+  }[];
   usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
 }
 
@@ -56,6 +60,9 @@ export async function* streamChat(
     if (chunk.error) throw errorFromBody(502, chunk);
     if (chunk.conversation_id && !headerId) yield { type: 'conversation', id: chunk.conversation_id };
     const choice = chunk.choices?.[0];
+    // vLLM's reasoning parser: `reasoning` today, `reasoning_content` in older releases
+    const thought = choice?.delta?.reasoning ?? choice?.delta?.reasoning_content;
+    if (thought) yield { type: 'reasoning', text: thought };
     const text = choice?.delta?.content;
     if (text) yield { type: 'delta', text };
     if (choice?.finish_reason) yield { type: 'finish', reason: choice.finish_reason };

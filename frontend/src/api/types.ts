@@ -58,6 +58,9 @@ export interface MessageVariant {
   id: number;
   role: 'user' | 'assistant' | 'system';
   content: string;
+  /** a reasoning model's chain of thought, stored apart from the answer */
+  reasoning?: string | null;
+  reasoning_ms?: number | null;
   model: string | null;
   prompt_tokens: number | null;
   completion_tokens: number | null;

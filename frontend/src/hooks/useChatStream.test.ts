@@ -43,6 +43,58 @@ describe('useChatStream', () => {
     expect(body).toMatchObject({ messages: [{ role: 'user', content: 'hello' }], stream: true });
   });
 
+  it('keeps reasoning apart from the answer, times it, and never sends it back as history', async () => {
+    for (const field of ['reasoning', 'reasoning_content']) {
+      useChat.getState().reset(null);
+      const sse = controllableSse({ 'X-Conversation-ID': 'c9' });
+      fetchMock.mockResolvedValueOnce(sse.response);
+      const { result } = renderHook(() => useChatStream());
+      let done!: Promise<void>;
+      act(() => {
+        done = result.current.send('why?');
+      });
+      await waitFor(() => expect(useChat.getState().streaming).toBe(true));
+      sse.push({ choices: [{ index: 0, delta: { [field]: 'Let me ' }, finish_reason: null }] });
+      sse.push({ choices: [{ index: 0, delta: { [field]: 'think.' }, finish_reason: null }] });
+      await waitFor(() => expect(useChat.getState().pendingReasoning).toBe('Let me think.'));
+      expect(useChat.getState().pending).toBe('');
+      sse.push(delta('Because.'));
+      await waitFor(() => expect(useChat.getState().pending).toBe('Because.'));
+      sse.push('[DONE]');
+      sse.close();
+      await act(() => done);
+      const answer = useChat.getState().messages.at(-1)!;
+      expect(answer).toMatchObject({ role: 'assistant', content: 'Because.', reasoning: 'Let me think.' });
+      expect(typeof answer.reasoningMs).toBe('number');
+    }
+    // the next question's history carries the answers, not the thinking
+    fetchMock.mockResolvedValueOnce(new Response('data: [DONE]\n\n', { headers: { 'Content-Type': 'text/event-stream' } }));
+    const { result } = renderHook(() => useChatStream());
+    await act(() => result.current.send('and then?'));
+    // the last chat request (the conversation's re-sync after each answer is a GET without body)
+    const sent = fetchMock.mock.calls.filter((call) => typeof call[1]?.body === 'string');
+    const body = JSON.parse(sent.at(-1)![1].body as string);
+    expect(body.messages[1]).toEqual({ role: 'assistant', content: 'Because.' });
+  });
+
+  it('splits <think> text from servers without a reasoning parser', async () => {
+    const sse = controllableSse();
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.send('q');
+    });
+    sse.push(delta('<think>hmm'));
+    await waitFor(() => expect(useChat.getState().pendingReasoning).toBe('hmm'));
+    expect(useChat.getState().pending).toBe('');
+    sse.push(delta('</think>Answer'));
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    expect(useChat.getState().messages.at(-1)).toMatchObject({ content: 'Answer', reasoning: 'hmm' });
+  });
+
   it('stop aborts the request; the text so far is kept as a stopped answer, with no error', async () => {
     const sse = controllableSse();
     let signal: AbortSignal | undefined;
@@ -142,6 +194,34 @@ describe('useChatStream', () => {
     act(() => result.current.stop());
     await act(() => done);
     expect(useChat.getState().messages[1]).toMatchObject({ content: 'second', variantIndex: 1 });
+  });
+
+  it('a regenerated answer that thought keeps its thoughts, as itself and as its variant', async () => {
+    useChat.setState({
+      conversationId: 'c1',
+      messages: [
+        { key: 'srv-10', id: 10, role: 'user', content: 'q', status: 'complete' },
+        { key: 'srv-11', id: 11, role: 'assistant', content: 'first', status: 'complete' },
+      ],
+    });
+    const sse = controllableSse({ 'X-Conversation-ID': 'c1' });
+    fetchMock.mockResolvedValueOnce(sse.response);
+    const { result } = renderHook(() => useChatStream());
+    let done!: Promise<void>;
+    act(() => {
+      done = result.current.regenerate();
+    });
+    sse.push({ choices: [{ index: 0, delta: { reasoning: 'Again, then.' }, finish_reason: null }] });
+    sse.push(delta('second'));
+    sse.push('[DONE]');
+    sse.close();
+    await act(() => done);
+    const answer = useChat.getState().messages[1]!;
+    expect(answer).toMatchObject({ content: 'second', reasoning: 'Again, then.', variantIndex: 1 });
+    expect(answer.variants!.map((v) => [v.content, v.reasoning])).toEqual([
+      ['first', undefined],
+      ['second', 'Again, then.'],
+    ]);
   });
 
   it('choosing a variant shows it at once and stores the choice by its server id', async () => {

@@ -4,7 +4,8 @@ import { conversationsApi } from '../api/endpoints';
 import { ApiError, isAbortError } from '../api/errors';
 import type { ChatMessage, ChatRequestBody } from '../api/types';
 import { useAuth } from '../stores/auth';
-import { nextKey, toUiMessages, useChat, variantsOf, withVariant, type UiMessage } from '../stores/chat';
+import { nextKey, toUiMessages, useChat, variantsOf, withVariant, type UiMessage, type UiVariant } from '../stores/chat';
+import { splitThink } from '../lib/think';
 import { useConversations } from '../stores/conversations';
 import { useDraft } from '../stores/draft';
 import { useRouter } from '../stores/router';
@@ -29,7 +30,7 @@ async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
   const chat = useChat.getState();
   const controller = new AbortController();
   inflight = controller;
-  chat.set({ messages, streaming: true, pending: '', failure: null });
+  chat.set({ messages, streaming: true, pending: '', pendingReasoning: '', pendingReasoningMs: null, failure: null });
 
   const body: ChatRequestBody = { messages: history(messages) };
   if (chat.conversationId) body.conversation_id = chat.conversationId;
@@ -40,21 +41,39 @@ async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
   if (opts.regenerate && chat.conversationId) body.regenerate = true;
 
   let text = '';
+  let reasoning = ''; // from the server's reasoning parser; else `<think>` inline in `text`
+  let thinkStart: number | null = null;
+  let thinkMs: number | null = null;
   let started = false;
+  const view = (): { answer: string; thought: string } => {
+    if (reasoning) return { answer: text, thought: reasoning };
+    const split = splitThink(text);
+    return { answer: split.answer, thought: split.reasoning };
+  };
   const batch = frameBatcher(() => {
-    if (inflight === controller) useChat.getState().set({ pending: text });
+    if (inflight !== controller) return;
+    const { answer, thought } = view();
+    useChat.getState().set({ pending: answer, pendingReasoning: thought, pendingReasoningMs: thinkMs });
   });
   const commit = (status: UiMessage['status']): UiMessage[] => {
     const current = useChat.getState().messages;
     const { replaced } = opts;
-    if (!text) return replaced ? [...current, replaced] : current; // nothing new: the old answer stays
-    const answer: UiMessage = { key: nextKey(), role: 'assistant', content: text, status };
-    if (!replaced) return [...current, answer];
+    const { answer, thought } = view();
+    if (!answer && !thought) return replaced ? [...current, replaced] : current; // nothing new: the old answer stays
+    const message: UiMessage = { key: nextKey(), role: 'assistant', content: answer, status };
+    if (thought) {
+      message.reasoning = thought;
+      message.reasoningMs = thinkMs ?? (thinkStart !== null ? Date.now() - thinkStart : null);
+    }
+    if (!replaced) return [...current, message];
     // the new answer is the turn's newest variant, the earlier ones one switch away
-    const variants = [...variantsOf(replaced), { id: null, content: text, status }];
-    return [...current, { ...answer, key: replaced.key, id: null, variants, variantIndex: variants.length - 1 }];
+    const variant: UiVariant = { id: null, content: answer, status };
+    if (thought) Object.assign(variant, { reasoning: message.reasoning, reasoningMs: message.reasoningMs });
+    const variants = [...variantsOf(replaced), variant];
+    return [...current, { ...message, key: replaced.key, id: null, variants, variantIndex: variants.length - 1 }];
   };
   let created: string | null = null;
+  const reset = { pending: '', pendingReasoning: '', pendingReasoningMs: null };
 
   try {
     const onUnauthorized = () => useAuth.getState().logout('expired');
@@ -73,18 +92,29 @@ async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
             useRouter.getState().navigate({ name: 'chat', conversationId: event.id }, { replace: true });
           }
         }
+      } else if (event.type === 'reasoning') {
+        thinkStart ??= Date.now();
+        reasoning += event.text;
+        batch.schedule();
       } else if (event.type === 'delta') {
         text += event.text;
+        if (!reasoning) {
+          const split = splitThink(text);
+          if (split.open || split.reasoning) thinkStart ??= Date.now();
+          if (!split.open && thinkStart !== null && thinkMs === null) thinkMs = Date.now() - thinkStart;
+        } else if (thinkStart !== null && thinkMs === null) {
+          thinkMs = Date.now() - thinkStart; // the answer started: thinking is over
+        }
         batch.schedule();
       }
     }
     batch.cancel();
-    useChat.getState().set({ messages: commit('complete'), pending: '', streaming: false });
+    useChat.getState().set({ messages: commit('complete'), ...reset, streaming: false });
   } catch (err) {
     batch.cancel();
     if (isAbortError(err)) {
       // stopping is expected: what arrived is kept, marked as stopped
-      useChat.getState().set({ messages: commit('partial'), pending: '', streaming: false });
+      useChat.getState().set({ messages: commit('partial'), ...reset, streaming: false });
     } else {
       const error = err instanceof ApiError ? err : new ApiError(0, 'network_error', String(err));
       if (error.status === 401) {
@@ -95,11 +125,11 @@ async function run(messages: UiMessage[], opts: RunOptions): Promise<void> {
           useChat.getState().set({ messages: current.slice(0, -1) });
           useDraft.getState().setDraft(last.content);
         }
-        useChat.getState().set({ pending: '', streaming: false });
+        useChat.getState().set({ ...reset, streaming: false });
       } else {
         useChat.getState().set({
           messages: commit('error'),
-          pending: '',
+          ...reset,
           streaming: false,
           failure: {
             error,

@@ -44,7 +44,7 @@ function useConversationLoader(routeId: string | null) {
 
 export function ChatPage({ routeId }: { routeId: string | null }) {
   const t = useT();
-  const { messages, pending, streaming, failure, loading } = useChat();
+  const { messages, pending, pendingReasoning, pendingReasoningMs, streaming, failure, loading } = useChat();
   const { send, stop, regenerate, retry } = useChatStream();
   const scroller = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
@@ -62,7 +62,7 @@ export function ChatPage({ routeId }: { routeId: string | null }) {
   useLayoutEffect(() => {
     const el = scroller.current;
     if (el && stick.current) el.scrollTop = el.scrollHeight;
-  }, [messages, pending, failure]);
+  }, [messages, pending, pendingReasoning, failure]);
 
   const lastAssistant = messages.map((m) => m.role).lastIndexOf('assistant');
   const empty = messages.length === 0 && !streaming && !loading;
@@ -91,6 +91,8 @@ export function ChatPage({ routeId }: { routeId: string | null }) {
               key={m.key}
               role={m.role}
               content={m.content}
+              reasoning={m.reasoning}
+              reasoningMs={m.reasoningMs}
               status={m.status}
               onRegenerate={i === lastAssistant && i === messages.length - 1 && !streaming ? () => void regenerate() : undefined}
               variant={
@@ -104,7 +106,15 @@ export function ChatPage({ routeId }: { routeId: string | null }) {
               }
             />
           ))}
-          {streaming && <MessageItem role="assistant" content={pending} status="streaming" />}
+          {streaming && (
+            <MessageItem
+              role="assistant"
+              content={pending}
+              reasoning={pendingReasoning}
+              reasoningMs={pendingReasoningMs}
+              status="streaming"
+            />
+          )}
           {failure && !streaming && <ChatError failure={failure} onRetry={() => void retry()} />}
         </div>
       </div>

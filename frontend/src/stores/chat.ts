@@ -1,6 +1,6 @@
 import { create } from 'zustand';
 import type { ApiError } from '../api/errors';
-import type { MessageOut } from '../api/types';
+import type { MessageOut, MessageVariant } from '../api/types';
 
 export type UiStatus = 'complete' | 'partial' | 'error';
 
@@ -9,6 +9,9 @@ export interface UiVariant {
   id: number | null;
   content: string;
   status: UiStatus;
+  /** a reasoning model's chain of thought and how long it took */
+  reasoning?: string;
+  reasoningMs?: number | null;
 }
 
 export interface UiMessage {
@@ -22,6 +25,9 @@ export interface UiMessage {
   /** an answer that was regenerated: all its variants (this one at `variantIndex`) */
   variants?: UiVariant[];
   variantIndex?: number;
+  /** a reasoning model's chain of thought (never sent back as history) and how long it took */
+  reasoning?: string;
+  reasoningMs?: number | null;
 }
 
 export interface ChatFailure {
@@ -46,6 +52,9 @@ interface ChatState {
   maxTokens: number | null;
   streaming: boolean;
   pending: string;
+  /** the chain of thought of the answer being streamed, and when it ended (ms), if it has */
+  pendingReasoning: string;
+  pendingReasoningMs: number | null;
   failure: ChatFailure | null;
   reset: (conversationId?: string | null) => void;
   set: (patch: Partial<ChatState>) => void;
@@ -63,6 +72,8 @@ export const useChat = create<ChatState>((set) => ({
   maxTokens: null,
   streaming: false,
   pending: '',
+  pendingReasoning: '',
+  pendingReasoningMs: null,
   failure: null,
   reset: (conversationId = null) =>
     set({
@@ -72,6 +83,8 @@ export const useChat = create<ChatState>((set) => ({
       systemPrompt: '',
       streaming: false,
       pending: '',
+      pendingReasoning: '',
+      pendingReasoningMs: null,
       failure: null,
     }),
   set: (patch) => set(patch),
@@ -89,18 +102,33 @@ export function toUiMessages(messages: MessageOut[]): UiMessage[] {
         role: m.role,
         content: m.content,
         status: uiStatus(m.status),
+        ...thinkingOf(m),
       };
       if (m.variants && m.variants.length > 1) {
-        message.variants = m.variants.map((v) => ({ id: v.id, content: v.content, status: uiStatus(v.status) }));
+        message.variants = m.variants.map((v) => ({
+          id: v.id,
+          content: v.content,
+          status: uiStatus(v.status),
+          ...thinkingOf(v),
+        }));
         message.variantIndex = m.variant_index ?? m.variants.length - 1;
       }
       return message;
     });
 }
 
+/** A stored answer's chain of thought, when it has one. */
+function thinkingOf(m: MessageVariant): Pick<UiVariant, 'reasoning' | 'reasoningMs'> {
+  return m.reasoning ? { reasoning: m.reasoning, reasoningMs: m.reasoning_ms ?? null } : {};
+}
+
 /** The variants of an answer, itself the only one when it was never regenerated. */
 export function variantsOf(message: UiMessage): UiVariant[] {
-  return message.variants ?? [{ id: message.id ?? null, content: message.content, status: message.status }];
+  if (message.variants) return message.variants;
+  const { id, content, status, reasoning, reasoningMs } = message;
+  const only: UiVariant = { id: id ?? null, content, status };
+  if (reasoning) Object.assign(only, { reasoning, reasoningMs });
+  return [only];
 }
 
 /** `message` showing its variant `index` instead. */
@@ -108,5 +136,9 @@ export function withVariant(message: UiMessage, index: number): UiMessage {
   const variants = variantsOf(message);
   const chosen = variants[index];
   if (!chosen) return message;
-  return { ...message, id: chosen.id, content: chosen.content, status: chosen.status, variants, variantIndex: index };
+  const shown: UiMessage = { ...message, id: chosen.id, content: chosen.content, status: chosen.status, variants, variantIndex: index };
+  delete shown.reasoning; // the chosen answer's own thoughts, or none
+  delete shown.reasoningMs;
+  if (chosen.reasoning) Object.assign(shown, { reasoning: chosen.reasoning, reasoningMs: chosen.reasoningMs ?? null });
+  return shown;
 }

@@ -114,8 +114,8 @@ CHAT_SCOPE_ROUTES = frozenset(
 
 def chat_scope_allows(request: Request) -> bool:
     route = request.scope.get("route")
-    # the route's template (never the raw path); the chat fast path has no route object and
-    # serves exactly /api/chat and /v1/chat/completions
+    # the route's template (never the raw path); the relay endpoints (api/routes/chat.py) are
+    # plain Starlette routes without parameters, whose raw path is their template
     path = getattr(route, "path", None) or request.scope["path"]
     return path.startswith("/v1/") or (request.method, path) in CHAT_SCOPE_ROUTES
 

@@ -15,6 +15,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "change-me"  # noqa: S105 - the documented placeholder we refuse in production
+# The one vLLM release this project is built and tested against (reasoning in `delta.reasoning`,
+# `--reasoning-parser`, `--tool-call-parser`); docker-compose.yml and .env.sample name the same
+# tag, and tests/unit/test_vllm_pin.py keeps the three equal.
+VLLM_IMAGE = "vllm/vllm-openai:v0.28.0"
 GATEWAY_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = GATEWAY_DIR.parent
 # an origin as browsers send it in `Origin`: lower-case scheme and host, optional port, no path
@@ -111,7 +115,7 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     docker_gpus: bool = True
     docker_network: str = "host"
-    vllm_image: str = "vllm/vllm-openai:latest"
+    vllm_image: str = VLLM_IMAGE
     vllm_container_name: str = "vllm-server"
     gpu_probe: Literal["auto", "nvml", "nvidia-smi", "none"] = "auto"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -30,9 +31,11 @@ class AppError(Exception):
         status_code: int | None = None,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault (OpenAI's `param` on /v1)
         self.extra = dict(extra or {})  # more fields for the error body (e.g. `reasons`)
         if code is not None:
             self.code = code
@@ -112,8 +115,39 @@ _STATUS_CODES = {
 }
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+def is_openai_path(path: str) -> bool:
+    """The OpenAI-compatible surface, whose errors follow OpenAI's and vLLM's shape."""
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def openai_status(status: int) -> int:
+    """OpenAI and vLLM answer an invalid request with 400, never 422 (the SDK's
+    `BadRequestError`)."""
+    return 400 if status == 422 else status
+
+
+def openai_error_type(status: int) -> str:
+    """vLLM's `type` for a status: the reason phrase in CamelCase, e.g. `BadRequestError`."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+    return phrase.replace(" ", "").replace("-", "").replace("'", "") + "Error"
+
+
+def error_body(
+    code: str,
+    message: str,
+    *,
+    openai_for: int | None = None,
+    param: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The SPEC's error body; with `openai_for` (the status) also OpenAI's `type` and `param`."""
     err: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
+    if openai_for is not None:
+        err["type"] = openai_error_type(openai_for)
+        err["param"] = param
     err.update(extra)
     return {"error": err}
 
@@ -123,9 +157,41 @@ def error_response(
     code: str,
     message: str,
     headers: Mapping[str, str] | None = None,
+    *,
+    openai: bool = False,
+    param: str | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
+    """One error; `openai=True` on the /v1 surface (400 for 422, `type` and `param` added)."""
+    if openai:
+        status = openai_status(status)
+        body = error_body(code, message, openai_for=status, param=param, **extra)
+    else:
+        body = error_body(code, message, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_param(err: AppError) -> str | None:
+    """The request field at fault: the error's own, else its first validation detail's."""
+    if err.param is not None:
+        return err.param
+    details = err.extra.get("details")
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        field = details[0].get("field")
+        return field if isinstance(field, str) else None
+    return None
+
+
+def app_error_response(err: AppError, *, openai: bool = False) -> JSONResponse:
+    return error_response(
+        err.status_code,
+        err.code,
+        err.message,
+        err.headers,
+        openai=openai,
+        param=error_param(err),
+        **err.extra,
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str, list[dict[str, Any]]]:
@@ -143,22 +209,26 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str, list[di
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_app_error(_: Request, exc: Exception) -> Response:
+    async def on_app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.extra)
+        return app_error_response(exc, openai=is_openai_path(request.url.path))
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         code, message, details = _describe_validation(exc)
+        openai = is_openai_path(request.url.path)
+        param = details[0]["field"] if details else None
         if details:
-            return error_response(422, code, message, details=details)
-        return error_response(422, code, message)
+            return error_response(422, code, message, openai=openai, param=param, details=details)
+        return error_response(422, code, message, openai=openai)
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message, exc.headers)
+        return error_response(
+            exc.status_code, code, message, exc.headers, openai=is_openai_path(request.url.path)
+        )
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation)

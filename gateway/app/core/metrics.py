@@ -36,7 +36,16 @@ CHAT_REQUESTS = Counter(
     "gateway_chat_requests_total", "Chat completions by outcome", ["model", "client", "status"]
 )
 CHAT_TTFT = Histogram(
-    "gateway_chat_ttft_seconds", "Time to the first token", ["model"], buckets=_TTFT_BUCKETS
+    "gateway_chat_ttft_seconds",
+    "Time to the first token of any kind (reasoning, answer or tool call)",
+    ["model"],
+    buckets=_TTFT_BUCKETS,
+)
+CHAT_ANSWER_TTFT = Histogram(
+    "gateway_chat_answer_ttft_seconds",
+    "Time to the first token of the answer itself (after any reasoning)",
+    ["model"],
+    buckets=_TTFT_BUCKETS,
 )
 TOKENS = Counter(
     "gateway_tokens_total", "Tokens reported by the model server", ["model", "direction"]

@@ -28,6 +28,11 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": ["string", "null"],
                     "description": "also in the X-Request-ID header",
                 },
+                "type": {"type": "string", "description": "/v1 only: OpenAI's error type"},
+                "param": {
+                    "type": ["string", "null"],
+                    "description": "/v1 only: the request field at fault",
+                },
                 "details": {
                     "type": "array",
                     "description": "validation errors: one per field",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
@@ -25,9 +30,25 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Several workers on one SQLite file take turns (SQLite DDL is not transactional here, so
+    two at once could both apply a revision)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    handle = await asyncio.to_thread(open, f"{database}.migrate-lock", "a")
+    try:
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     postgres = engine.dialect.name == "postgresql"
-    async with engine.connect() as conn:
+    async with _sqlite_file_lock(engine), engine.connect() as conn:
         if postgres:
             await conn.execute(text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})"))
         try:

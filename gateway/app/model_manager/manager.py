@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import aiohttp
-import orjson
 import structlog
 from yarl import URL
 
@@ -160,6 +158,15 @@ class ModelManager:
         self.host = url.host or "127.0.0.1"
         self.port = url.port or 8000
         self.on_retarget: list[Callable[[str], None]] = []
+        upstream.profile_names = self.served_names
+
+    def served_names(self) -> list[str]:
+        """Names a request may give the served model besides its id: the serving profile's id
+        and aliases (SPEC §3)."""
+        profile = self.profiles.get(self.current_profile or "")
+        if profile is None or self.current_profile is None:
+            return []
+        return [self.current_profile, *profile.aliases]
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -266,14 +273,7 @@ class ModelManager:
 
     # --- readiness ------------------------------------------------------------------------------
     async def _get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                async with self.upstream.http.get(url) as resp:
-                    if resp.status != 200:
-                        return None
-                    return orjson.loads(await resp.read())
-        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
-            return None  # connection refused is normal while the server loads
+        return await self.upstream.get_json(url, timeout_s)
 
     async def _wait_ready(self, runtime: Runtime, profile: ModelProfile) -> Readiness:
         """Poll `/health` and `/v1/models` until the profile's model answers, or fail early when
@@ -303,13 +303,7 @@ class ModelManager:
             await asyncio.sleep(0.2)
 
     async def _health_ok(self, url: str) -> bool:
-        try:
-            async with asyncio.timeout(2.0):
-                async with self.upstream.http.get(url) as resp:
-                    await resp.read()
-                    return resp.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+        return await self.upstream.probe(url)
 
     async def _launch(self, profile_id: str) -> Readiness:
         """Start a profile's server and wait until it answers; on failure leave nothing running."""

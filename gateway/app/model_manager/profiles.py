@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _PROFILE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
@@ -52,6 +59,12 @@ class ModelProfile(BaseModel):
     # defaults for requests that do not set them; `sampling.max_tokens` is the default bound
     sampling: dict[str, Any] = Field(default_factory=dict)
     max_tokens_ceiling: int | None = Field(default=None, ge=1)  # requests above it are capped
+    # vLLM's serving flags for reasoning and tool calling (vLLM >= 0.10 names)
+    reasoning_parser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    tool_call_parser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    enable_auto_tool_choice: bool = False  # lets `tool_choice: "auto"` call tools
+    enable_prefix_caching: bool | None = None  # unset: vLLM's default (on since V1)
+    max_num_seqs: int | None = Field(default=None, ge=1, le=4096)
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     hardware_requirements: HardwareRequirements = Field(default_factory=HardwareRequirements)
@@ -74,6 +87,12 @@ class ModelProfile(BaseModel):
         ):
             raise ValueError("sampling.max_tokens must be a positive integer")
         return value
+
+    @model_validator(mode="after")
+    def _auto_tool_choice_needs_parser(self) -> ModelProfile:
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError("enable_auto_tool_choice needs a tool_call_parser")
+        return self
 
     @field_validator("gpu_ids")
     @classmethod

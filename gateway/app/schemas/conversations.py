@@ -93,6 +93,10 @@ class MessageVariant(BaseModel):
     id: int
     role: str
     content: str
+    reasoning: str | None = Field(
+        default=None, description="a reasoning model's chain of thought, apart from the answer"
+    )
+    reasoning_ms: int | None = Field(default=None, description="how long the model thought")
     model: str | None
     prompt_tokens: int | None
     completion_tokens: int | None

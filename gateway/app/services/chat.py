@@ -14,20 +14,27 @@ import orjson
 import structlog
 
 from app.core.config import Settings
-from app.core.errors import AppError, DatabaseUnavailable, is_database_outage
-from app.core.metrics import CHAT_REQUESTS, CHAT_TTFT, TOKENS, UPSTREAM_ERRORS
+from app.core.errors import AppError, DatabaseUnavailable, is_database_outage, openai_status
+from app.core.metrics import (
+    CHAT_ANSWER_TTFT,
+    CHAT_REQUESTS,
+    CHAT_TTFT,
+    TOKENS,
+    UPSTREAM_ERRORS,
+)
 from app.model_manager.gate import ServingGate
 from app.services.auth import Principal
 from app.services.chat_request import (
     ChatRequest,
     GenerationBounds,
+    answer_count,
     bound_generation,
     message_text,
     openai_request,
     parse_json_object,
     ui_request,
 )
-from app.services.chat_store import ChatStore, Exchange, good_title
+from app.services.chat_store import ChatStore, Exchange, good_title, split_think
 from app.services.chat_stream import (
     CLIENT_CLOSED,
     ChatRelay,
@@ -36,7 +43,7 @@ from app.services.chat_stream import (
     server_shutting_down,
 )
 from app.services.rate_limiter import Admission, RateLimiter
-from app.services.upstream import ServedModel, UpstreamClient, UpstreamError
+from app.services.upstream import Endpoint, ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 
 if TYPE_CHECKING:
@@ -107,6 +114,7 @@ class ChatService:
         ui: bool,
         request_id: str | None,
         log_fields: dict[str, Any],
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> ChatRelay:
         """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
         model: ServedModel | None = None
@@ -130,10 +138,11 @@ class ChatService:
                     req.messages.insert(0, {"role": "system", "content": exchange.system_prompt})
             else:
                 model = await self.upstream.resolve(body.get("model"))
-                req = openai_request(body, model, self.settings)
+                req = openai_request(body, model, self.settings, endpoint)
                 exchange = Exchange(None, None, False, None)
             bound = bound_generation(req, self._bounds(model), model, self.settings)
-            await self.limiter.reserve(admission, bound)
+            # every answer asked for (`n`, several prompts) may run to the bound
+            await self.limiter.reserve(admission, bound * answer_count(req))
         except AppError as err:
             if entered:
                 self.gate.leave()
@@ -148,7 +157,7 @@ class ChatService:
                 conversation_id,
                 ui,
                 request_id,
-                status=err.status_code,
+                status=err.status_code if ui else openai_status(err.status_code),  # as answered
                 error=err.code,
             )
             raise
@@ -159,7 +168,7 @@ class ChatService:
                 self.spawn(self.limiter.release(admission, None))
             raise
         log_fields["model"] = model.id
-        if self.settings.log_content:  # user data: off unless LOG_CONTENT=true
+        if self.settings.log_content and req.messages:  # user data: off unless LOG_CONTENT=true
             log_fields["prompt"] = message_text(req.messages[-1].get("content"))
         headers = dict(admission.headers)
         if exchange.conversation_id is not None:
@@ -249,6 +258,7 @@ class ChatService:
             input_tokens=outcome.prompt_tokens,
             output_tokens=outcome.completion_tokens,
             ttft_ms=outcome.ttft_ms,
+            answer_ttft_ms=outcome.answer_ttft_ms,
         )
         if outcome.error_code:
             log_fields["error_code"] = outcome.error_code
@@ -284,6 +294,8 @@ class ChatService:
         if outcome is not None:
             if outcome.ttft_ms is not None:
                 CHAT_TTFT.labels(model_label).observe(outcome.ttft_ms / 1000)
+            if outcome.answer_ttft_ms is not None:
+                CHAT_ANSWER_TTFT.labels(model_label).observe(outcome.answer_ttft_ms / 1000)
             if outcome.prompt_tokens:
                 TOKENS.labels(model_label, "input").inc(outcome.prompt_tokens)
             if outcome.completion_tokens:
@@ -300,6 +312,7 @@ class ChatService:
                 completion_tokens=outcome.completion_tokens if outcome else None,
                 tokens_source=outcome.tokens_source if outcome else None,
                 ttft_ms=outcome.ttft_ms if outcome else None,
+                answer_ttft_ms=outcome.answer_ttft_ms if outcome else None,
                 latency_ms=outcome.latency_ms if outcome else None,
                 error_code=error,
             )
@@ -327,15 +340,13 @@ class ChatService:
         }
         try:
             async with asyncio.timeout(20):
-                async with self.upstream.http.post(
-                    self.upstream.chat_url,
-                    data=orjson.dumps(body),
-                    headers={"Content-Type": "application/json"},
-                ) as resp:
-                    if resp.status != 200:
-                        return None
-                    data = orjson.loads(await resp.read())
-            return str(data["choices"][0]["message"]["content"] or "")
+                resp = await self.upstream.post(Endpoint.CHAT, orjson.dumps(body))
+                raw = await resp.read()
+                if resp.status != 200:
+                    return None
+                data = orjson.loads(raw)
+            # a reasoning model without vLLM's parser thinks inline first: the title follows
+            return split_think(str(data["choices"][0]["message"]["content"] or ""))[1]
         except Exception as exc:  # a title is a nicety: any failure falls back to the question
             log.info("title generation failed", error=type(exc).__name__)
             return None

@@ -117,7 +117,10 @@ class ChatStore:
     ) -> None:
         """Queue the answer; a partial (cut) or failed one is kept and marked so."""
         text = "".join(outcome.text)
-        if not text:
+        reasoning = "".join(outcome.reasoning) or None
+        if reasoning is None:  # a server without a reasoning parser: `<think>...</think>` inline
+            reasoning, text = split_think(text)
+        if not text and not reasoning:
             return
         if outcome.status_code == 200:
             status = "complete"
@@ -127,7 +130,12 @@ class ChatStore:
             status = "error"
         now = utcnow()
         row = _message(conversation_id, "assistant", text, now, status=status, model=model_id)
-        row.update(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
+        row.update(
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            reasoning=reasoning,
+            reasoning_ms=reasoning_ms(outcome) if reasoning else None,
+        )
         if variant:
             row[NEW_VARIANT] = True
         await self.writer.add_message(row)
@@ -152,6 +160,8 @@ def _message(
         "conversation_id": conversation_id,
         "role": role,
         "content": content,
+        "reasoning": None,
+        "reasoning_ms": None,
         "model": model,
         "prompt_tokens": None,
         "completion_tokens": None,
@@ -160,6 +170,27 @@ def _message(
         "variant_of": None,
         "active": True,
     }
+
+
+_THINK = re.compile(r"^\s*<think>(.*?)(?:</think>|$)(.*)$", re.DOTALL)
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """`<think>reasoning</think>answer` (a server without vLLM's reasoning parser) → the two
+    parts; any other text → (None, text) unchanged."""
+    match = _THINK.match(text)
+    if match is None:
+        return None, text
+    return match.group(1).strip() or None, match.group(2).lstrip()
+
+
+def reasoning_ms(outcome: StreamOutcome) -> int | None:
+    """How long the model thought: from its first token to the first token of the answer (or
+    to the end, when it never answered)."""
+    if outcome.ttft_ms is None:
+        return None
+    end = outcome.answer_ttft_ms if outcome.answer_ttft_ms is not None else outcome.latency_ms
+    return None if end is None else max(0, end - outcome.ttft_ms)
 
 
 def fallback_title(question: str) -> str:

@@ -22,19 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.errors import error_body
+from app.core.errors import error_body, openai_status
 from app.core.metrics import ACTIVE_STREAMS
 from app.services.chat_request import ChatRequest
 from app.services.upstream import (
+    Endpoint,
     UpstreamClient,
     UpstreamError,
-    model_unavailable,
+    UpstreamResponse,
+    error_detail,
+    split_events,
+    status_error,
     upstream_failed,
     upstream_timeout,
 )
@@ -68,10 +71,12 @@ class StreamOutcome:
     error_code: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    ttft_ms: int | None = None
+    ttft_ms: int | None = None  # the first token of any kind: reasoning, answer or tool call
+    answer_ttft_ms: int | None = None  # the first token of the answer itself
     latency_ms: int | None = None
     finish_reason: str | None = None
     text: list[str] = field(default_factory=list)  # the answer, collected in "ui" mode
+    reasoning: list[str] = field(default_factory=list)  # the chain of thought, likewise
     relayed_tokens: int = 0  # content events relayed (one token each, as vLLM streams them)
     tokens_source: str | None = None  # "upstream" (the usage chunk) | "gateway" (counted)
     cut: bool = False  # ended before the model server's end: client gone, stopped
@@ -91,29 +96,29 @@ class StreamOutcome:
             self.status_code, self.error_code = status or 502, "upstream_error"
 
 
-def _error_event(err: UpstreamError) -> bytes:
-    return b"data: " + orjson.dumps(error_body(err.code, err.message)) + b"\n\n" + DONE_EVENT
+def _body_of(err: UpstreamError, openai: bool) -> dict[str, Any]:
+    if openai:
+        return error_body(err.code, err.message, openai_for=err.status_code, param=err.param)
+    return error_body(err.code, err.message)
 
 
-def _map_status(status: int, detail: str) -> UpstreamError:
-    if status in (400, 413, 422):
-        return UpstreamError(
-            f"the model server rejected the request: {detail}",
-            code="upstream_rejected",
-            status_code=400,
-        )
-    if status == 429:
-        return UpstreamError(
-            "the model server is busy, retry shortly",
-            code="rate_limited",
-            status_code=429,
-            headers={"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
-        )
-    if status in (404, 503):
-        return model_unavailable(f"answered {status}")
-    if status == 504:
-        return upstream_timeout("gateway timeout upstream")
-    return upstream_failed(f"answered {status}")
+def _error_event(err: UpstreamError, openai: bool) -> bytes:
+    return b"data: " + orjson.dumps(_body_of(err, openai)) + b"\n\n" + DONE_EVENT
+
+
+def _reasoning_of(delta: dict[str, Any]) -> Any:
+    """vLLM's chain of thought: `reasoning` today, `reasoning_content` before v0.10."""
+    value = delta.get("reasoning")
+    return value if value is not None else delta.get("reasoning_content")
+
+
+def _carries_token(payload: bytes) -> bool:
+    """A relayed-untouched event with a non-empty piece of text: chat's `content`, the
+    completions API's `text`, or a reasoning delta (one token each, as vLLM streams them)."""
+    for key in (b'"content":"', b'"text":"', b'"reasoning":"', b'"reasoning_content":"'):
+        if key in payload and key + b'"' not in payload:
+            return True
+    return False
 
 
 def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError:
@@ -123,16 +128,6 @@ def _before_first_byte(exc: BaseException, timeout_reason: str) -> UpstreamError
     if isinstance(exc, TimeoutError):
         return upstream_timeout(timeout_reason)
     return upstream_failed(type(exc).__name__)
-
-
-def _error_detail(raw: bytes) -> str:
-    try:
-        body = orjson.loads(raw)
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        message = err.get("message") if isinstance(err, dict) else None
-        return str(message or raw[:200].decode(errors="replace"))[:500]
-    except orjson.JSONDecodeError:
-        return raw[:200].decode(errors="replace")
 
 
 class RelayRegistry:
@@ -190,7 +185,7 @@ class ChatRelay(Response):
         self._started = 0.0
         self._first_event_pending = True
         # the open upstream response; closed in __call__'s finally unless fully read
-        self._upstream: aiohttp.ClientResponse | None = None
+        self._upstream: UpstreamResponse | None = None
         self.max_answer_s = max_answer_s
         self.registry = registry
         self._task: asyncio.Task[Any] | None = None
@@ -291,66 +286,66 @@ class ChatRelay(Response):
 
     async def _send_error(self, send: Send, err: UpstreamError) -> None:
         self.outcome.fail(err)
-        body = orjson.dumps(error_body(err.code, err.message))
+        body = orjson.dumps(_body_of(err, not self.ui))
         headers = self._response_headers(b"application/json")
         headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        status = openai_status(err.status_code) if not self.ui else err.status_code
         self._response_started = True
-        await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         self._delivered = True
         await send({"type": "http.response.body", "body": body})
 
-    async def _post(self) -> aiohttp.ClientResponse:
-        headers = {"Content-Type": "application/json"}
-        if self.request_id:
-            headers["X-Request-ID"] = self.request_id
-        data = orjson.dumps(self.request.body)
-        try:
-            try:
-                self._upstream = await self.upstream.http.post(
-                    self.upstream.chat_url, data=data, headers=headers
-                )
-            except aiohttp.ClientConnectorError:
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # a pooled connection the server had just closed (llama.cpp's server closes after
-                # every stream): nothing was answered on it, so sending once more is safe
-                self._upstream = await self.upstream.http.post(
-                    self.upstream.chat_url, data=data, headers=headers
-                )
-            return self._upstream
-        except aiohttp.ClientConnectorError as exc:
-            self.upstream.forget_models()
-            raise model_unavailable("connection refused") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise upstream_failed(type(exc).__name__) from exc
+    async def _post(self) -> UpstreamResponse:
+        self._upstream = await self.upstream.post(
+            self.request.endpoint, orjson.dumps(self.request.body), self.request_id
+        )
+        return self._upstream
 
-    def _ttft(self) -> None:
+    def _ttft(self, answer: bool = True) -> None:
+        """A token arrived: the first of any kind, and (`answer`) the first of the answer."""
         if self.outcome.ttft_ms is None:
             self.outcome.ttft_ms = int((time.perf_counter() - self._started) * 1000)
+        if answer and self.outcome.answer_ttft_ms is None:
+            self.outcome.answer_ttft_ms = int((time.perf_counter() - self._started) * 1000)
 
     # --- non-streaming ------------------------------------------------------------------------
     async def _complete(self, send: Send) -> None:
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
-                async with await self._post() as resp:
-                    raw = await resp.read()
-                    status = resp.status
-        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+                resp = await self._post()
+                raw = await resp.read()  # read whole: the connection goes back to the pool
+                status = resp.status
+                self._upstream = None
+        except (TimeoutError, UpstreamError, OSError) as exc:
             await self._send_error(send, _before_first_byte(exc, "no answer in time"))
             return
         if status != 200:
-            await self._send_error(send, _map_status(status, _error_detail(raw)))
+            await self._send_error(send, status_error(status, raw, self.request.endpoint))
             return
-        self._ttft()
         try:
             body = orjson.loads(raw)
-            choice = body["choices"][0]
-            text = choice["message"].get("content") or ""
+            if self.request.endpoint is Endpoint.EMBEDDINGS:
+                if not isinstance(body["data"], list):
+                    raise TypeError("data")
+                choice: dict[str, Any] = {}
+                text, reasoning = "", None
+            else:
+                choice = body["choices"][0]
+                message = choice.get("message")
+                if isinstance(message, dict):  # chat; /v1/completions has `text`
+                    text = message.get("content") or ""
+                    reasoning = _reasoning_of(message)
+                else:
+                    text, reasoning = choice.get("text") or "", None
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             await self._send_error(send, upstream_failed("malformed completion"))
             return
+        self._ttft()
         self.outcome.finish_reason = choice.get("finish_reason")
-        self.outcome.text.append(text)
+        if isinstance(text, str):
+            self.outcome.text.append(text)
+        if isinstance(reasoning, str) and reasoning:
+            self.outcome.reasoning.append(reasoning)
         self._take_usage(body.get("usage"))
         if self.ui and self.conversation_id is not None:
             body["conversation_id"] = self.conversation_id
@@ -384,14 +379,15 @@ class ChatRelay(Response):
                 resp = await self._post()
                 if resp.status != 200:
                     raw = await resp.read()
-                    await self._send_error(send, _map_status(resp.status, _error_detail(raw)))
+                    err = status_error(resp.status, raw, self.request.endpoint)
+                    await self._send_error(send, err)
                     return
                 while not events:
-                    chunk = await resp.content.readany()
+                    chunk = await resp.chunk()
                     if not chunk:
                         raise upstream_failed("the stream ended before the first token")
-                    events, buffer = _split_events(buffer + chunk)
-        except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as exc:
+                    events, buffer = split_events(buffer + chunk)
+        except (TimeoutError, UpstreamError, OSError) as exc:
             await self._send_error(send, _before_first_byte(exc, "no first token in time"))
             return
 
@@ -420,7 +416,7 @@ class ChatRelay(Response):
                     wait = max(0.0, self.flush_s - (time.perf_counter() - last_send))
                 try:
                     async with asyncio.timeout(wait):
-                        chunk = await resp.content.readany()
+                        chunk = await resp.chunk()
                 except TimeoutError:
                     if pending:
                         events = []
@@ -428,16 +424,12 @@ class ChatRelay(Response):
                     raise upstream_timeout("no data between chunks in time") from None
                 if not chunk:
                     raise upstream_failed("the stream ended without [DONE]")
-                events, buffer = _split_events(buffer + chunk)
+                events, buffer = split_events(buffer + chunk)
         except UpstreamError as err:
             await self._end_with_error(send, err, pending, self._template)
             return
-        except aiohttp.ClientError as exc:
-            lost = upstream_failed(f"connection lost mid-stream ({type(exc).__name__})")
-            await self._end_with_error(send, lost, pending, self._template)
-            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await _drain(resp)
+        await resp.finish()
         self._upstream = None  # fully read: the connection went back to the pool
 
     async def _end_with_error(
@@ -448,7 +440,11 @@ class ChatRelay(Response):
         pending.clear()
         self._delivered = True
         await send(
-            {"type": "http.response.body", "body": tail + _error_event(err), "more_body": False}
+            {
+                "type": "http.response.body",
+                "body": tail + _error_event(err, not self.ui),
+                "more_body": False,
+            }
         )
 
     def _process(
@@ -466,11 +462,15 @@ class ChatRelay(Response):
                 parts.append(DONE_EVENT)
                 break
             if payload.startswith(b'{"error"'):
-                detail = _error_detail(payload)
+                detail = error_detail(payload)
                 raise upstream_failed(f"error during generation: {detail}")
-            if not self.ui and self.outcome.ttft_ms is not None and b'"usage"' not in payload:
+            if (
+                not self.ui
+                and self.outcome.answer_ttft_ms is not None
+                and b'"usage"' not in payload
+            ):
                 parts.append(b"data: " + payload + b"\n\n")  # the /v1 fast path: bytes untouched
-                if b'"content":"' in payload and b'"content":""' not in payload:
+                if _carries_token(payload):
                     self.outcome.relayed_tokens += 1
                 continue
             try:
@@ -500,13 +500,23 @@ class ChatRelay(Response):
                 return merged + b"data: " + payload + b"\n\n", template
             return b"data: " + payload + b"\n\n", template
         choice = choices[0] if isinstance(choices[0], dict) else {}
-        delta = choice.get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):  # /v1/completions streams `text`, not a delta
+            delta = {"content": choice.get("text")} if "text" in choice else {}
+        content = delta.get("content")
+        reasoning = _reasoning_of(delta)
         if choice.get("finish_reason"):
             self.outcome.finish_reason = choice["finish_reason"]
         first_content = False
+        if isinstance(reasoning, str) and reasoning:
+            self._ttft(answer=False)
+            self.outcome.relayed_tokens += 1  # reasoning tokens are completion tokens too
+            if self.ui:
+                self.outcome.reasoning.append(reasoning)
+        elif delta.get("tool_calls"):
+            self._ttft(answer=False)
         if isinstance(content, str) and content:
-            first_content = self.outcome.ttft_ms is None
+            first_content = self.outcome.answer_ttft_ms is None
             self._ttft()
             self.outcome.relayed_tokens += 1
             if self.ui:
@@ -539,25 +549,6 @@ class ChatRelay(Response):
         return b"data: " + payload + b"\n\n", template
 
 
-def _split_events(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete SSE events' `data:` payloads, and the unfinished rest of the buffer."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    end = data.rfind(b"\n\n")
-    if end < 0:
-        return [], data
-    blocks = data[:end].split(b"\n\n")
-    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
-        # what vLLM sends: one `data: ` line per event
-        return [block[6:] for block in blocks], data[end + 2 :]
-    payloads = []
-    for block in blocks:
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                payloads.append(line[5:].lstrip(b" "))
-    return payloads, data[end + 2 :]
-
-
 def _merged_event(template: dict[str, Any] | None, pending: list[str]) -> bytes:
     """One chunk carrying several content deltas (the first token is never held back)."""
     base = template or {"object": "chat.completion.chunk"}
@@ -571,14 +562,3 @@ def _merged_event(template: dict[str, Any] | None, pending: list[str]) -> bytes:
         }
     ]
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-async def _drain(resp: aiohttp.ClientResponse) -> None:
-    """Read to the end after [DONE] so the keep-alive connection can be reused."""
-    try:
-        async with asyncio.timeout(1.0):
-            while await resp.content.readany():
-                pass
-        resp.release()
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        resp.close()

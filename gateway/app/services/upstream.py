@@ -1,5 +1,7 @@
-"""The model server as the gateway sees it: one pooled aiohttp session, the served model, and the
-mapping of transport failures to the SPEC's statuses.
+"""The model server as the gateway sees it, and the only module that talks to it: one pooled
+aiohttp session, requests (`post`, `get_json`, `probe`), the served model and the names it
+answers to, the mapping of the server's statuses and transport failures to the SPEC's, and SSE
+framing (`split_events`).
 
 aiohttp rather than httpx on this path: the chat relay is the hot path (issue 3's figures) and
 aiohttp's client costs a fraction of httpx's per request and per chunk.
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -21,6 +25,14 @@ from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
 
 log = structlog.get_logger()
+
+
+class Endpoint(StrEnum):
+    """The model server's endpoint a request is relayed to (a path under its `/v1`)."""
+
+    CHAT = "chat/completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
 
 
 class UpstreamError(AppError):
@@ -65,22 +77,149 @@ class ServedModel:
     owned_by: str
 
 
+def map_status(
+    status: int, detail: str, param: str | None = None, endpoint: Endpoint = Endpoint.CHAT
+) -> UpstreamError:
+    if status in (400, 413, 422):
+        return UpstreamError(
+            f"the model server rejected the request: {detail}",
+            code="upstream_rejected",
+            status_code=400,
+            param=param,
+        )
+    if status in (404, 405) and endpoint is not Endpoint.CHAT:
+        # vLLM registers /v1/embeddings (and /v1/completions) only for models that serve them
+        return UpstreamError(
+            f"the served model does not offer /v1/{endpoint.value} ({detail})",
+            code="endpoint_not_supported",
+            status_code=400,
+        )
+    if status == 429:
+        return UpstreamError(
+            "the model server is busy, retry shortly",
+            code="rate_limited",
+            status_code=429,
+            headers={"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
+        )
+    if status in (404, 503):
+        return model_unavailable(f"answered {status}")
+    if status == 504:
+        return upstream_timeout("gateway timeout upstream")
+    return upstream_failed(f"answered {status}")
+
+
+def error_detail(raw: bytes) -> str:
+    return error_fields(raw)[0]
+
+
+def error_fields(raw: bytes) -> tuple[str, str | None]:
+    """An upstream error body's message and `param` (vLLM's and OpenAI's shape)."""
+    try:
+        body = orjson.loads(raw)
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        message = err.get("message") if isinstance(err, dict) else None
+        if message is None and isinstance(err, dict):
+            message = err.get("detail")  # FastAPI's own 404/405 body
+        param = err.get("param") if isinstance(err, dict) else None
+        text = str(message or raw[:200].decode(errors="replace"))[:500]
+        return text, param if isinstance(param, str) else None
+    except orjson.JSONDecodeError:
+        return raw[:200].decode(errors="replace"), None
+
+
+def status_error(status: int, raw: bytes, endpoint: Endpoint) -> UpstreamError:
+    detail, param = error_fields(raw)
+    return map_status(status, detail, param, endpoint)
+
+
+def split_events(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE events' `data:` payloads, and the unfinished rest of the buffer."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return [], data
+    blocks = data[:end].split(b"\n\n")
+    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
+        # what vLLM sends: one `data: ` line per event
+        return [block[6:] for block in blocks], data[end + 2 :]
+    payloads = []
+    for block in blocks:
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                payloads.append(line[5:].lstrip(b" "))
+    return payloads, data[end + 2 :]
+
+
+class UpstreamResponse:
+    """One answer of the model server, read whole (`read`) or as it arrives (`chunk`);
+    transport failures come out as `UpstreamError`."""
+
+    __slots__ = ("_resp",)
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise upstream_failed(type(exc).__name__) from exc
+
+    async def chunk(self) -> bytes:
+        """What has arrived since the last call (waits for some); b"" at the end."""
+        try:
+            return await self._resp.content.readany()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise upstream_failed(f"connection lost mid-stream ({type(exc).__name__})") from exc
+
+    def close(self) -> None:
+        """Drop the connection (vLLM then aborts the generation)."""
+        self._resp.close()
+
+    async def finish(self) -> None:
+        """Read to the end after [DONE] so the keep-alive connection can be reused."""
+        try:
+            async with asyncio.timeout(1.0):
+                while await self._resp.content.readany():
+                    pass
+            self._resp.release()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            self._resp.close()
+
+
 class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.vllm_base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per request
+        self._urls: dict[str, URL] = {}
         self.session: aiohttp.ClientSession | None = None
         self._models: list[ServedModel] | None = None
         self._models_at = 0.0
         self._models_lock = asyncio.Lock()
         self._aliases = {a.strip().lower() for a in settings.model_aliases if a.strip()}
+        # the serving profile's id and aliases (set by the model manager): names of the served
+        # model a request may use besides its id
+        self.profile_names: Callable[[], Iterable[str]] = tuple
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
         self.base_url = base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")
+        self._urls.clear()
         self.forget_models()
+
+    def url(self, path: Endpoint | str) -> URL:
+        """The model server's URL for a path under its `/v1` (parsed once per target)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(f"{self.base_url}/{path}")
+        return url
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -116,6 +255,53 @@ class UpstreamClient:
     def http(self) -> aiohttp.ClientSession:
         assert self.session is not None, "UpstreamClient.start() not called"
         return self.session
+
+    # --- requests -----------------------------------------------------------------------------
+    async def post(
+        self, endpoint: Endpoint | str, data: bytes, request_id: str | None = None
+    ) -> UpstreamResponse:
+        """POST a JSON body; connection failures are `UpstreamError`s (503 refused, 502 other).
+        The caller reads and closes the answer."""
+        headers = {"Content-Type": "application/json"}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        url = self.url(endpoint)
+        try:
+            try:
+                resp = await self.http.post(url, data=data, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # a pooled connection the server had just closed (llama.cpp's server closes after
+                # every stream): nothing was answered on it, so sending once more is safe
+                resp = await self.http.post(url, data=data, headers=headers)
+            return UpstreamResponse(resp)
+        except aiohttp.ClientConnectorError as exc:
+            self.forget_models()
+            raise model_unavailable("connection refused") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise upstream_failed(type(exc).__name__) from exc
+
+    async def get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
+        """GET a JSON document (any URL of the model server); None when it is not there."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.http.get(url) as resp:
+                    if resp.status != 200:
+                        return None
+                    return orjson.loads(await resp.read())
+        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
+            return None  # connection refused is normal while the server loads
+
+    async def probe(self, url: str, timeout_s: float = 2.0) -> bool:
+        """Whether a GET of `url` answers 200 in time (`/health`)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.http.get(url) as resp:
+                    await resp.read()
+                    return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
     # --- the served model ---------------------------------------------------------------------
     async def models(self) -> list[ServedModel]:
@@ -162,16 +348,22 @@ class UpstreamClient:
         return models
 
     async def resolve(self, requested: Any) -> ServedModel:
-        """`model` omitted or "current" → the served model; else its id or a configured alias."""
+        """`model` omitted or "current" → the served model; else its id, the serving profile's
+        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive)."""
         models = await self.models()
         if requested is None or requested == "current" or requested == "":
             return models[0]
         if not isinstance(requested, str):
-            raise ValidationFailed("model: must be a string")
-        if isinstance(requested, str):
-            for model in models:
-                if model.id == requested:
-                    return model
-            if requested.lower() in self._aliases:
-                return models[0]
-        raise NotFound(f"model {requested!r} is not served here", code="model_not_found")
+            raise ValidationFailed("model: must be a string", param="model")
+        for model in models:
+            if model.id == requested:
+                return model
+        name = requested.strip().lower()
+        for model in models:
+            if model.id.lower() == name:
+                return model
+        if name in self._aliases or name in {n.lower() for n in self.profile_names()}:
+            return models[0]
+        raise NotFound(
+            f"model {requested!r} is not served here", code="model_not_found", param="model"
+        )

@@ -64,6 +64,7 @@ class UsageRecord:
     completion_tokens: int | None = None
     tokens_source: str | None = None  # "upstream" (the model server's usage) | "gateway" (counted)
     ttft_ms: int | None = None
+    answer_ttft_ms: int | None = None
     latency_ms: int | None = None
     error_code: str | None = None
     created_at: datetime = field(default_factory=utcnow)
@@ -81,6 +82,7 @@ class UsageRecord:
             "completion_tokens": self.completion_tokens,
             "tokens_source": self.tokens_source,
             "ttft_ms": self.ttft_ms,
+            "answer_ttft_ms": self.answer_ttft_ms,
             "latency_ms": self.latency_ms,
             "error_code": self.error_code,
             "created_at": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
@@ -104,7 +105,18 @@ DEMO_ACCOUNTS = (
 async def ensure_initial_accounts(
     session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
-    """Local mode: the demo accounts. Production: the first admin from ADMIN_*, or refuse."""
+    """Local mode: the demo accounts. Production: the first admin from ADMIN_*, or refuse.
+    Workers starting together may race to create them: the one that loses looks again."""
+    try:
+        await _ensure_initial_accounts(session_factory, settings)
+    except IntegrityError:
+        log.info("initial accounts were created by another worker meanwhile")
+        await _ensure_initial_accounts(session_factory, settings)
+
+
+async def _ensure_initial_accounts(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
     async with session_factory.begin() as session:
         users = UserRepository(session)
         if settings.seed_demo_accounts:

@@ -471,6 +471,8 @@ class TestGet:
             "id",
             "role",
             "content",
+            "reasoning",
+            "reasoning_ms",
             "model",
             "prompt_tokens",
             "completion_tokens",

@@ -147,7 +147,7 @@ class TestPreflight:
     async def test_options_without_preflight_headers_is_not_a_preflight(
         self, client: httpx.AsyncClient
     ) -> None:
-        # a bare OPTIONS reaches the app: the fast path's own 405, with CORS and security headers
+        # a bare OPTIONS reaches the app: the chat route's own 405, with CORS and security headers
         r = await client.options("/api/chat", headers={"Origin": UI})
         err = assert_error(r, 405, "method_not_allowed")
         assert err["message"] == "use POST"

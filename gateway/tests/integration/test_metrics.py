@@ -52,7 +52,7 @@ async def test_samples_after_known_traffic(start_gateway) -> None:  # type: igno
             assert (await c.post("/v1/chat/completions", json=chat)).status_code == 200
             assert (
                 await c.post("/v1/chat/completions", json={**chat, "temperature": 9})
-            ).status_code == 422
+            ).status_code == 400
             assert (await c.post("/api/chat", json=chat)).status_code == 200
             assert (await c.post("/v1/chat/completions", json=chat)).status_code == 429
         async with gw.client() as anon:
@@ -64,7 +64,7 @@ async def test_samples_after_known_traffic(start_gateway) -> None:  # type: igno
     model = "simulator-model"
     assert delta("gateway_chat_requests_total", model=model, client="api", status="200") == 2
     assert delta("gateway_chat_requests_total", model=model, client="ui", status="200") == 1
-    assert delta("gateway_chat_requests_total", model=model, client="api", status="422") == 1
+    assert delta("gateway_chat_requests_total", model=model, client="api", status="400") == 1
     assert delta("gateway_chat_requests_total", model="unknown", client="api", status="429") == 1
     assert delta("gateway_rate_limit_rejections_total", reason="requests_per_minute") == 1
     assert delta("gateway_tokens_total", model=model, direction="output") == 3 * 16

@@ -26,6 +26,7 @@ from tests.conftest import (
     make_settings,
     read_sse,
     sim_get,
+    sim_post,
     wait_until,
 )
 from tests.ports import free_port
@@ -147,7 +148,9 @@ async def test_client_leaving_right_after_done_keeps_the_answer_complete(
 
 
 # --- a client that resets its connection while the body is being read ---------------------------
-@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+@pytest.mark.parametrize(
+    "path", ["/api/chat", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+)
 async def test_reset_while_the_body_is_read_is_a_quiet_499_with_one_usage_row(
     start_gateway: Any, capsys: pytest.CaptureFixture[str], path: str
 ) -> None:
@@ -222,6 +225,37 @@ async def test_cut_streams_count_against_the_daily_tokens(start_gateway: Any) ->
             )
             usage = (await c.get("/api/usage")).json()
             assert usage["totals"]["completion_tokens"] >= 50 * len(cut)
+
+
+async def test_a_cut_completions_stream_is_charged_the_text_it_relayed(
+    start_gateway: Any, simulator: Any
+) -> None:
+    """/v1/completions streams `text`, not a chat delta: a stream cut before its usage chunk is
+    charged the text events relayed, like a chat stream."""
+    try:
+        async with start_gateway(stream_flush_ms=0) as gw:
+            await sim_post(simulator, "/sim/config", {"tokens": 60, "itl_ms": 15})
+            body = {"model": "current", "prompt": "Once", "max_tokens": 60, "stream": True}
+            async with gw.client(await _token(gw)) as c:
+                async with c.stream("POST", "/v1/completions", json=body) as r:
+                    assert r.status_code == 200, await r.aread()
+                    seen = 0
+                    async for line in r.aiter_lines():
+                        if '"text":"' in line and '"text":""' not in line:
+                            seen += 1
+                            if seen >= 30:
+                                break  # leaving the block closes the connection mid-stream
+            rows = await wait_until(lambda: _rows(gw), timeout=10)
+            assert len(rows) == 1
+            row = rows[0]
+            assert (row.status_code, row.error_code, row.tokens_source) == (
+                499,
+                "client_closed",
+                "gateway",
+            )
+            assert row.completion_tokens is not None and row.completion_tokens >= 30
+    finally:
+        await sim_post(simulator, "/sim/reset", {"config": True})
 
 
 async def test_a_running_stream_holds_its_max_tokens_until_it_ends(start_gateway: Any) -> None:

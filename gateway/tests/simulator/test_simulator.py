@@ -350,7 +350,7 @@ async def test_validation_errors_like_vllm(client: httpx.AsyncClient) -> None:
         chat(max_tokens=5000),
         chat("word " * 5000),
         chat(max_tokens=0),
-        chat(n=2),
+        chat(n=0),
         chat(stream_options={"include_usage": True}),
         chat("hi [[sim:explode=1]]"),
     ]
@@ -511,3 +511,14 @@ async def test_command_line_options_and_sigterm(tmp_path: Path) -> None:
     output = sim.output()
     assert re.search(r"simulator listening on http://127\.0\.0\.1:\d+", output), output
     assert "Traceback" not in output
+
+
+async def test_embeddings_refuse_dimensions_above_the_model_size(client: httpx.AsyncClient) -> None:
+    """As vLLM: `dimensions` may shorten the vector, never grow it; a huge value is a quick 400
+    (it once stalled the single-threaded simulator building a vector of 2**31 floats)."""
+    r = await client.post("/v1/embeddings", json={"input": "a", "dimensions": 4})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 4
+    started = time.monotonic()
+    r = await client.post("/v1/embeddings", json={"input": "a", "dimensions": 2**31})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
+    assert time.monotonic() - started < 2

@@ -11,8 +11,13 @@ import pytest
 from app.core.config import Settings
 from app.model_manager.profiles import ModelProfile, ProfilesInvalid, parse_profiles
 from app.services.chat import ChatService
-from app.services.chat_request import bound_generation, openai_request, ui_request
-from app.services.upstream import ServedModel
+from app.services.chat_request import (
+    answer_count,
+    bound_generation,
+    openai_request,
+    ui_request,
+)
+from app.services.upstream import Endpoint, ServedModel
 
 MODEL = ServedModel(id="m", max_model_len=4096, created=0, owned_by="")
 
@@ -97,3 +102,24 @@ def test_profile_max_tokens_must_be_a_positive_integer(tmp_path: Path) -> None:
         parse_profiles({"a": {"name": "A", "model_id": "o/a", "sampling": {"max_tokens": 0}}})
     with pytest.raises(ProfilesInvalid, match="max_tokens_ceiling"):
         parse_profiles({"a": {"name": "A", "model_id": "o/a", "max_tokens_ceiling": 0}})
+
+
+def test_embeddings_get_no_max_tokens_and_reserve_nothing() -> None:
+    settings = _settings()
+    bounds = _service(settings, None)._bounds(MODEL)
+    req = openai_request({"model": "m", "input": ["a", "b"]}, MODEL, settings, Endpoint.EMBEDDINGS)
+    assert bound_generation(req, bounds, MODEL, settings) == 0
+    assert "max_tokens" not in req.body
+
+
+def test_completions_reserve_every_answer_and_leave_room_for_the_prompt() -> None:
+    settings = _settings(chat_default_max_tokens=1000)
+    small = ServedModel(id="m", max_model_len=1200, created=0, owned_by="")
+    bounds = _service(settings, None)._bounds(small)
+    body = {"model": "m", "prompt": ["x" * 1500, "y"], "n": 3}
+    req = openai_request(body, small, settings, Endpoint.COMPLETIONS)
+    bound = bound_generation(req, bounds, small, settings)
+    assert bound == 1200 - 1501 // 3  # the default shrinks to leave the prompt its room
+    assert answer_count(req) == 6  # 2 prompts x n=3, each may run to the bound
+    chat = openai_request(_body(n=2), MODEL, settings)
+    assert answer_count(chat) == 2

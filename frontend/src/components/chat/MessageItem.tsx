@@ -9,12 +9,34 @@ interface Props {
   role: 'user' | 'assistant';
   content: string;
   status: UiStatus | 'streaming';
+  /** a reasoning model's chain of thought, shown collapsible above the answer */
+  reasoning?: string | undefined;
+  reasoningMs?: number | null | undefined;
   onRegenerate?: () => void;
   /** a regenerated answer: which of how many variants is shown, and how to show another */
   variant?: { index: number; count: number; onChoose?: (index: number) => void };
 }
 
-export const MessageItem = memo(function MessageItem({ role, content, status, onRegenerate, variant }: Props) {
+function Thinking({ text, ms, live }: { text: string; ms: number | null | undefined; live: boolean }) {
+  const t = useT();
+  const label = ms != null ? t('thoughtFor', { s: (ms / 1000).toFixed(1) }) : live ? t('thinking') : t('thoughts');
+  return (
+    <details
+      data-testid="thinking"
+      open={live && ms == null ? true : undefined}
+      className="mb-2 rounded-lg border border-slate-200 bg-slate-50 px-3 py-1.5 text-sm dark:border-slate-700 dark:bg-slate-800/40"
+    >
+      <summary data-testid="thinking-label" className="cursor-pointer select-none text-slate-500">
+        {label}
+      </summary>
+      <div className="mt-1 whitespace-pre-wrap border-l-2 border-slate-300 pl-3 text-slate-600 dark:border-slate-600 dark:text-slate-300">
+        {text}
+      </div>
+    </details>
+  );
+}
+
+export const MessageItem = memo(function MessageItem({ role, content, status, reasoning, reasoningMs, onRegenerate, variant }: Props) {
   const t = useT();
   if (role === 'user') {
     return (
@@ -28,10 +50,11 @@ export const MessageItem = memo(function MessageItem({ role, content, status, on
   const streaming = status === 'streaming';
   return (
     <div className="group flex flex-col gap-1" data-testid="ai-message" data-status={status}>
+      {reasoning ? <Thinking text={reasoning} ms={reasoningMs} live={streaming} /> : null}
       <div className="min-w-0 max-w-full break-words text-[15px] leading-relaxed">
         {content ? (
           <Markdown text={content} />
-        ) : (
+        ) : reasoning && !streaming ? null : (
           <span className="inline-flex gap-1 py-2" aria-label={t('loading')}>
             <span className="h-2 w-2 animate-bounce rounded-full bg-slate-400 [animation-delay:-0.3s]" />
             <span className="h-2 w-2 animate-bounce rounded-full bg-slate-400 [animation-delay:-0.15s]" />

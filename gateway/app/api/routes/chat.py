@@ -1,13 +1,30 @@
-"""The served models, for the UI (`/api/models`) and for API clients (`/v1/models`)."""
+"""The chat routes: `/api/chat` (the UI) and the OpenAI-compatible `/v1` surface.
+
+`POST /api/chat`, `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` are the hot
+path (issue 3's figures: ~1,000 streamed requests/s on one worker). They are plain Starlette
+class endpoints registered on the app: Starlette runs a class endpoint as raw ASGI, so FastAPI's
+dependency solving and body parsing stay off that path, while the app's error handlers (the
+SPEC's error body, OpenAI's shape on /v1), routing, 405s and the request-context middleware
+apply as to every route. Their OpenAPI description is in `app.api.openapi`.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.endpoints import HTTPEndpoint
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from app.api.deps import CurrentPrincipal
+from app.api.deps import CurrentPrincipal, get_principal
+from app.core.errors import DatabaseUnavailable
+from app.core.middleware import log_fields
 from app.services.chat import ChatService
+from app.services.upstream import Endpoint
 
 router = APIRouter(tags=["chat"])
 
@@ -20,25 +37,103 @@ async def get_chat_service(request: Request) -> ChatService:
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 
 
-# POST /api/chat and POST /v1/chat/completions are served by app.api.chat_fast_path.
+class _NoAnswer(Response):
+    """Sends nothing: the client is gone (the server logs no "returned without a response"
+    for a disconnected client)."""
+
+    def __init__(self) -> None:
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+class _Relay(HTTPEndpoint):
+    """POST only; another method is 405 `use POST` with `Allow`, through the app's error
+    handler."""
+
+    endpoint = Endpoint.CHAT
+    ui = False
+
+    async def method_not_allowed(self, request: Request) -> Response:
+        raise HTTPException(405, "use POST", headers={"Allow": "POST"})
+
+    async def post(self, request: Request) -> Response:
+        chat: ChatService = request.app.state.chat
+        request_id = request.scope["state"].get("request_id")
+        try:
+            principal = await get_principal(request)
+        except DatabaseUnavailable as err:  # the caller is unknown: a usage row without a user
+            chat.record_refusal(self.ui, request_id, err)
+            raise
+        try:
+            raw_body = await request.body()
+        except ClientDisconnect:  # the client left while sending its body: nobody to answer
+            fields = log_fields(request)
+            chat.client_left(principal, ui=self.ui, request_id=request_id, log_fields=fields)
+            return _NoAnswer()
+        return await chat.completion(
+            principal,
+            raw_body,
+            ui=self.ui,
+            endpoint=self.endpoint,
+            request_id=request_id,
+            log_fields=log_fields(request),
+        )
+
+
+class UIChat(_Relay):
+    ui = True
+
+
+class ChatCompletions(_Relay):
+    endpoint = Endpoint.CHAT
+
+
+class Completions(_Relay):
+    endpoint = Endpoint.COMPLETIONS
+
+
+class Embeddings(_Relay):
+    endpoint = Endpoint.EMBEDDINGS
+
+
+RELAY_PATHS: dict[str, type[_Relay]] = {
+    "/api/chat": UIChat,
+    "/v1/chat/completions": ChatCompletions,
+    "/v1/completions": Completions,
+    "/v1/embeddings": Embeddings,
+}
+
+
+def relay_routes() -> list[BaseRoute]:
+    return [
+        Route(path, endpoint, include_in_schema=False)  # the endpoint answers other methods
+        for path, endpoint in RELAY_PATHS.items()
+    ]
+
+
+def _openai_model(m: Any) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "object": "model",
+        "created": m.created,
+        "owned_by": m.owned_by,
+        "max_model_len": m.max_model_len,
+    }
 
 
 @router.get("/v1/models")
 async def openai_models(_: CurrentPrincipal, chat: ChatServiceDep) -> dict[str, Any]:
     models = await chat.list_models()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": m.id,
-                "object": "model",
-                "created": m.created,
-                "owned_by": m.owned_by,
-                "max_model_len": m.max_model_len,
-            }
-            for m in models
-        ],
-    }
+    return {"object": "list", "data": [_openai_model(m) for m in models]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def openai_model(model_id: str, _: CurrentPrincipal, chat: ChatServiceDep) -> dict[str, Any]:
+    """One model by its id, profile id or alias (`client.models.retrieve`); the answer names the
+    served model's id."""
+    return _openai_model(await chat.upstream.resolve(model_id))
 
 
 @router.get("/api/models")

@@ -22,6 +22,9 @@ class Message(Base):
     )
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
+    # a reasoning model's chain of thought, apart from the answer, and how long it thought
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    reasoning_ms: Mapped[int | None] = mapped_column(Integer)
     model: Mapped[str | None] = mapped_column(String(200))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -35,7 +35,8 @@ class RequestLog(Base):
     # whose count the tokens are: "upstream" (the model server's usage chunk) or "gateway" (a
     # stream cut before that chunk: the content events the gateway relayed); NULL: no tokens
     tokens_source: Mapped[str | None] = mapped_column(String(8))
-    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)  # first token of any kind
+    answer_ttft_ms: Mapped[int | None] = mapped_column(Integer)  # first token of the answer
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))

@@ -64,6 +64,18 @@ def vllm_args(spec: LaunchSpec, *, bind_host: str) -> list[str]:
         args += ["--quantization", p.quantization]
     if p.chat_template:
         args += ["--chat-template", p.chat_template]
+    if p.reasoning_parser:
+        args += ["--reasoning-parser", p.reasoning_parser]
+    if p.tool_call_parser:
+        args += ["--tool-call-parser", p.tool_call_parser]
+    if p.enable_auto_tool_choice:
+        args.append("--enable-auto-tool-choice")
+    if p.enable_prefix_caching is not None:
+        args.append(
+            "--enable-prefix-caching" if p.enable_prefix_caching else "--no-enable-prefix-caching"
+        )
+    if p.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(p.max_num_seqs)]
     return args + list(p.extra_args)
 
 

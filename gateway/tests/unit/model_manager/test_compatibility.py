@@ -131,12 +131,17 @@ class TestRecommend:
         assert set(ranked) == set(answer["compatible_profiles"])
         # GPU profiles before CPU ones; of those fitting their recommended memory, bigger first
         assert ranked.index("deepseek-r1-distill-qwen-14b") < ranked.index("phi3-mini")
-        assert ranked[-3:] == ["local-cpu", "simulator", "simulator-alt"]
+        assert ranked[-4:] == ["local-cpu", "simulator", "simulator-alt", "simulator-reasoning"]
 
     def test_no_gpu_only_cpu_profiles(self, shipped: dict[str, ModelProfile]) -> None:
         answer = recommend(shipped, NO_GPU)
-        assert answer["compatible_profiles"] == ["local-cpu", "simulator", "simulator-alt"]
-        assert len(answer["incompatible_profiles"]) == len(shipped) - 3
+        assert answer["compatible_profiles"] == [
+            "local-cpu",
+            "simulator",
+            "simulator-alt",
+            "simulator-reasoning",
+        ]
+        assert len(answer["incompatible_profiles"]) == len(shipped) - 4
         assert all(answer["incompatible_reasons"][p] for p in answer["incompatible_profiles"])
         for p in answer["incompatible_profiles"]:
             assert len(answer["incompatible_details"][p]) == len(answer["incompatible_reasons"][p])

@@ -24,6 +24,9 @@ def test_shipped_profiles() -> None:
     assert any(p.quantization and "gptq" in p.quantization for p in profiles.values())
     assert profiles["local-cpu"].cpu_only and profiles["local-cpu"].runtime == "process"
     assert profiles["simulator"].served_name == "simulator-model"
+    r1 = profiles["deepseek-r1-distill-qwen-14b"]
+    assert r1.reasoning_parser == "deepseek_r1" and r1.aliases == ["deepseek", "r1"]
+    assert all(p.tool_call_parser for p in profiles.values() if p.enable_auto_tool_choice)
 
 
 GOOD = {"name": "A", "model_id": "org/a"}
@@ -47,6 +50,12 @@ GOOD = {"name": "A", "model_id": "org/a"}
             "an external profile needs base_url",
         ),
         ({"profiles": {"a": {**GOOD, "gpu_ids": [1, 1]}}}, "gpu_ids must be distinct"),
+        (
+            {"profiles": {"a": {**GOOD, "enable_auto_tool_choice": True}}},
+            "enable_auto_tool_choice needs a tool_call_parser",
+        ),
+        ({"profiles": {"a": {**GOOD, "reasoning_parser": "x --evil"}}}, "reasoning_parser"),
+        ({"profiles": {"a": {**GOOD, "max_num_seqs": 0}}}, "max_num_seqs"),
         (
             {"profiles": {"a": {**GOOD, "hardware_requirements": {"min_vram_gb": -1}}}},
             "hardware_requirements.min_vram_gb",

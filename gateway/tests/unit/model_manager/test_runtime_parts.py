@@ -180,3 +180,29 @@ def test_every_status_can_reach_a_way_out() -> None:
         if status is not ModelStatus.STOPPED:
             assert ModelStatus.STOPPED in targets or ModelStatus.ERROR in targets
     assert ModelStatus.SWITCHING in TRANSITIONS[ModelStatus.ERROR]  # an admin can always retry
+
+
+def test_serving_flags_become_vllm_arguments() -> None:
+    from app.model_manager.runtimes.base import vllm_args
+
+    profile = ModelProfile(
+        name="R1",
+        model_id="org/r1",
+        reasoning_parser="deepseek_r1",
+        tool_call_parser="hermes",
+        enable_auto_tool_choice=True,
+        enable_prefix_caching=False,
+        max_num_seqs=32,
+    )
+    args = vllm_args(LaunchSpec("r1", profile, "127.0.0.1", 8000, None), bind_host="127.0.0.1")
+    joined = " ".join(args)
+    assert "--reasoning-parser deepseek_r1" in joined
+    assert "--tool-call-parser hermes --enable-auto-tool-choice" in joined
+    assert "--no-enable-prefix-caching" in args and "--max-num-seqs 32" in joined
+    plain = vllm_args(
+        LaunchSpec("p", ModelProfile(name="P", model_id="org/p"), "127.0.0.1", 8000, None),
+        bind_host="127.0.0.1",
+    )
+    assert not any(
+        a.startswith(("--reasoning", "--tool", "--enable", "--no-", "--max-num")) for a in plain
+    )
