@@ -15,10 +15,11 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "change-me"  # noqa: S105 - the documented placeholder we refuse in production
-# The one vLLM release this project is built and tested against (reasoning in `delta.reasoning`,
-# `--reasoning-parser`, `--tool-call-parser`); docker-compose.yml and .env.sample name the same
-# tag, and tests/unit/test_vllm_pin.py keeps the three equal.
-VLLM_IMAGE = "vllm/vllm-openai:v0.28.0"
+# The one vLLM release this project is built against (reasoning in `delta.reasoning`,
+# `--reasoning-parser`, `--tool-call-parser`): v0.30.0 (September 2026), the newest release we
+# could confirm; docker-compose.yml and .env.sample name the same tag, and
+# tests/unit/test_vllm_pin.py keeps the three equal.
+VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
 GATEWAY_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = GATEWAY_DIR.parent
 # an origin as browsers send it in `Origin`: lower-case scheme and host, optional port, no path
