@@ -159,6 +159,7 @@ class ModelManager:
         self.port = url.port or 8000
         self.on_retarget: list[Callable[[str], None]] = []
         upstream.profile_names = self.served_names
+        upstream.serving_profile = lambda: self.current_profile
 
     def served_names(self) -> list[str]:
         """Names a request may give the served model besides its id: the serving profile's id

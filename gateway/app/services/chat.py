@@ -307,6 +307,7 @@ class ChatService:
                 request_id=request_id,
                 conversation_id=conversation_id,
                 model=model.id if model else None,
+                profile=self.upstream.serving_profile() if model else None,
                 client="ui" if ui else "api",
                 prompt_tokens=outcome.prompt_tokens if outcome else None,
                 completion_tokens=outcome.completion_tokens if outcome else None,

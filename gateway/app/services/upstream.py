@@ -206,6 +206,9 @@ class UpstreamClient:
         # the serving profile's id and aliases (set by the model manager): names of the served
         # model a request may use besides its id
         self.profile_names: Callable[[], Iterable[str]] = tuple
+        # the serving profile's id (set by the model manager; None when nothing is managed), for
+        # the usage rows
+        self.serving_profile: Callable[[], str | None] = lambda: None
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -406,6 +408,16 @@ class TestSwitch:
                 assert (await m.switch(target)).status_code == 202
                 assert (await m.switch_done())["current_profile"] == target
                 assert (await chat_once(m.client, m.user)) == ("ok", model)
+
+            # each usage row names the profile that served it (the CSV's `profile` column)
+            async def rows() -> list[dict[str, str]] | None:
+                r = await m.client.get("/api/usage/export.csv", headers=m.user)
+                found = list(csv.DictReader(io.StringIO(r.text)))
+                return found if len(found) >= 2 else None
+
+            exported = await wait_until(rows, timeout=10)
+            served = [(row["model"], row["profile"]) for row in exported if row["model"]]
+            assert ("sim-b", "simulator-alt") in served and ("sim-a", "simulator") in served
 
 
 class TestFailures:
