@@ -106,7 +106,16 @@ export function setup() {
   const admin = loginOrFail(ADMIN_CREDENTIALS);
   const statusRes = modelsGet('/api/models/status', admin, ADMIN_CREDENTIALS);
   if (statusRes.status === 404) fail(`${BASE_URL} has no model manager (/api/models/status is 404)`);
-  const status = statusRes.json();
+  let status = statusRes.json();
+  // A model still starting (or a switch someone else began) refuses the first switch with 409:
+  // begin measuring once the current model runs.
+  const readyBy = Date.now() + SWITCH_TIMEOUT_S * 1000;
+  while (status.status !== 'running' && Date.now() < readyBy) {
+    if (status.status === 'error') fail(`the current model is in error: ${JSON.stringify(status.switch)}`);
+    sleep(POLL_S);
+    status = modelsGet('/api/models/status', admin, ADMIN_CREDENTIALS).json();
+  }
+  if (status.status !== 'running') fail(`the current model is not running after ${SWITCH_TIMEOUT_S}s: ${status.status}`);
   const recommendations = modelsGet('/api/models/hardware-recommendations', admin, ADMIN_CREDENTIALS).json();
   const profiles = pickProfiles(status, recommendations);
 
