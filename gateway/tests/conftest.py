@@ -31,6 +31,8 @@ from app.db.engine import create_engine
 from app.main import create_app
 from tests.ports import free_port
 
+SHARED_REDIS = "redis://127.0.0.1:6379/0"  # the machine's Redis; each test keys under its prefix
+
 pytest_plugins = ["tests.docker_engine"]
 
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
@@ -345,3 +347,19 @@ def content_of(events: list[Any]) -> str:
         for e in events
         if isinstance(e, dict) and e.get("choices")
     )
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """An own key prefix on the shared Redis, deleted afterwards."""
+    from redis.asyncio import Redis
+
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = Redis.from_url(SHARED_REDIS)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

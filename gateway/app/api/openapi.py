@@ -46,15 +46,12 @@ _SAMPLING = {
     "max_tokens": {"type": "integer", "minimum": 1},
     "stream": {"type": "boolean"},
 }
+_MESSAGES = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}}
 _CHAT_REQUEST = {
     "type": "object",
     "required": ["messages"],
     "properties": {
-        "messages": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"$ref": "#/components/schemas/ChatMessage"},
-        },
+        "messages": _MESSAGES,
         **_SAMPLING,
         "max_completion_tokens": {"type": "integer", "minimum": 1},
         "n": {"type": "integer", "minimum": 1, "maximum": 128},
@@ -70,11 +67,7 @@ _UI_CHAT_REQUEST = {
     "type": "object",
     "required": ["messages"],
     "properties": {
-        "messages": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"$ref": "#/components/schemas/ChatMessage"},
-        },
+        "messages": _MESSAGES,
         **_SAMPLING,
         "conversation_id": {"type": "string"},
         "system_prompt": {"type": "string"},

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from app.db.models import Message, RequestLog
 from app.main import create_app
 from tests.conftest import (
+    SHARED_REDIS,
     LiveGateway,
     bearer,
     empty_tables,
@@ -39,7 +40,6 @@ from tests.conftest import (
 )
 from tests.ports import free_port
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "60"))
 PARALLEL = 12
 MODES = ("body_reset", "before_first", "mid", "after_done", "full")
@@ -142,12 +142,12 @@ async def _counter(gw: LiveGateway, redis_url: str | None, name: str, user_id: i
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["memory", "redis"])
 async def test_chaos_cuts_lose_nothing(
-    database_url: str, tmp_path: Path, simulator: Any, with_redis: bool
+    database_url: str, tmp_path: Path, simulator: Any, with_redis: bool, redis_prefix: str
 ) -> None:
     store = database_url.split(":", 1)[0].split("+")[0]
     if with_redis and store == "sqlite":
         pytest.skip("Redis is run with Postgres only (the production pairing)")
-    prefix = f"chaos-{uuid.uuid4().hex[:10]}"
+    prefix = redis_prefix
     redis_url = SHARED_REDIS if with_redis else None
     settings = make_settings(
         database_url,
@@ -171,51 +171,41 @@ async def test_chaos_cuts_lose_nothing(
         rid = f"chaos-{i}-{uuid.uuid4().hex[:8]}"
         shots.append(Shot(i, path, mode, rid, f"Question {i} {mode} {ASKS[mode]}"))
     loop = asyncio.get_running_loop()
-    try:
-        async with LiveGateway(create_app(settings), free_port()) as gw:
-            async with gw.client() as c:
-                token = await login(c, "test", "test")
-                user_id = (await c.get("/api/auth/me", headers=bearer(token))).json()["id"]
-            gate = asyncio.Semaphore(PARALLEL)
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+            user_id = (await c.get("/api/auth/me", headers=bearer(token))).json()["id"]
+        gate = asyncio.Semaphore(PARALLEL)
 
-            async def one(shot: Shot) -> None:
-                async with gate:
-                    await _fire(gw.url, token, simulator, shot, rng)
+        async def one(shot: Shot) -> None:
+            async with gate:
+                await _fire(gw.url, token, simulator, shot, rng)
 
-            started = loop.time()
-            await asyncio.gather(*(one(s) for s in shots))
-            elapsed = loop.time() - started
+        started = loop.time()
+        await asyncio.gather(*(one(s) for s in shots))
+        elapsed = loop.time() - started
 
-            async def settled() -> dict[str, Any] | None:
-                stats = await sim_get(simulator, "/sim/stats")
-                return stats if stats["active_requests"] == 0 else None
+        async def settled() -> dict[str, Any] | None:
+            stats = await sim_get(simulator, "/sim/stats")
+            return stats if stats["active_requests"] == 0 else None
 
-            stats = await wait_until(settled, timeout=15)
-            recorder = gw.app.state.usage_recorder
+        stats = await wait_until(settled, timeout=15)
+        recorder = gw.app.state.usage_recorder
 
-            async def all_rows() -> list[RequestLog]:
-                await recorder.flush()
-                async with gw.app.state.session_factory() as session:
-                    rows = list((await session.execute(select(RequestLog))).scalars())
-                return rows if len(rows) >= len(shots) else []
-
-            rows = await wait_until(all_rows, timeout=15)
-            await asyncio.sleep(0.3)  # nothing more arrives
-            rows = await all_rows()
-            await gw.app.state.chat_writer.flush()
+        async def all_rows() -> list[RequestLog]:
+            await recorder.flush()
             async with gw.app.state.session_factory() as session:
-                messages = list((await session.execute(select(Message))).scalars())
-            streams_open = await _counter(gw, redis_url, "streams", user_id)
-            tokens_held = await _counter(gw, redis_url, "tokens", user_id)
-    finally:
-        if with_redis:
-            client = Redis.from_url(SHARED_REDIS)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
+                rows = list((await session.execute(select(RequestLog))).scalars())
+            return rows if len(rows) >= len(shots) else []
+
+        rows = await wait_until(all_rows, timeout=15)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        rows = await all_rows()
+        await gw.app.state.chat_writer.flush()
+        async with gw.app.state.session_factory() as session:
+            messages = list((await session.execute(select(Message))).scalars())
+        streams_open = await _counter(gw, redis_url, "streams", user_id)
+        tokens_held = await _counter(gw, redis_url, "tokens", user_id)
 
     cuts = Counter(s.mode for s in shots)
     cut_before_end = cuts["before_first"] + cuts["mid"]

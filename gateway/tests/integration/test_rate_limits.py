@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from app.db.models import RequestLog
 from app.main import create_app
 from tests.conftest import (
+    SHARED_REDIS,
     LiveGateway,
     assert_error,
     empty_tables,
@@ -31,8 +31,6 @@ from tests.conftest import (
     wait_until,
 )
 from tests.ports import free_port
-
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def _chat(text: str = "hi") -> dict[str, Any]:
@@ -138,20 +136,6 @@ class TestInMemory:
                 assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 429
             async with gw.client(await _token(gw, "admin", "admin123")) as c:
                 assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """An own key prefix on the shared Redis, deleted afterwards."""
-    prefix = f"test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = Redis.from_url(SHARED_REDIS)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def test_two_gateways_share_one_limit(  # type: ignore[no-untyped-def]
