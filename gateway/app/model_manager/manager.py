@@ -161,6 +161,13 @@ class ModelManager:
         upstream.profile_names = self.served_names
         upstream.serving_profile = lambda: self.current_profile
 
+    @property
+    def acting(self) -> bool:
+        """Whether this process is the one that acts on the runtimes and runs the periodic jobs
+        (GPU sampling, retention). One process alone always is; with several gateway processes
+        only the holder of the manager lease is (issue 15)."""
+        return True
+
     def served_names(self) -> list[str]:
         """Names a request may give the served model besides its id: the serving profile's id
         and aliases (SPEC §3)."""
