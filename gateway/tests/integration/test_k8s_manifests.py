@@ -366,6 +366,7 @@ def test_vllm_runs_the_pinned_image_and_the_default_profile_on_gpu_nodes(rendere
     config = _find(objects, "ConfigMap", "vllm-chat-gateway")["data"]
     profile_id = config["MODEL_DEFAULT_PROFILE"]
     profile = load_profiles(GATEWAY_DIR / "profiles" / "profiles.yaml")[profile_id]
+    assert profile.runtime is None  # MODEL_RUNTIME=external applies: the gateway starts nothing
     deployment = _find(objects, "Deployment", "vllm")
     assert deployment["spec"]["strategy"]["type"] == "Recreate"  # GPUs free before the new pod
     pod = deployment["spec"]["template"]["spec"]
