@@ -27,13 +27,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from app.core.config import GATEWAY_DIR, VLLM_IMAGE, Settings
 from app.model_manager.profiles import load_profiles
 from app.model_manager.runtimes.base import LaunchSpec, vllm_args
+from tests.conftest import (
+    SHARED_REDIS,
+    assert_error,
+    bearer,
+    create_pg_database,
+    drop_pg_database,
+    gateway_env,
+    require_postgres,
+    wait_live,
+    wait_until,
+)
 from tests.docker_engine import IN_CI
+from tests.ports import free_port
+from tests.sim_process import start_simulator
 
 REPO = GATEWAY_DIR.parent
 K8S = REPO / "deploy" / "k8s"
@@ -443,3 +457,112 @@ def test_network_policies_let_only_the_gateway_reach_the_backends(
         ]
     sources = policies["gateway"]["ingress"][0]["from"]
     assert all("namespaceSelector" in s for s in sources)
+
+
+# --- the settings of the manifests, run ----------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+async def test_a_gateway_process_with_the_overlays_settings_serves_and_refuses_switches(
+    rendered: Any, overlay: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    """`python -m app.cli serve` with the overlay's ConfigMap and Secret as its environment (the
+    addresses of the cluster's Services replaced by this machine's): production mode, the
+    probes' paths answer, the admin of the Secret logs in, no demo account, the default profile
+    is adopted from a server that is already there (a simulator serving the model's name, in
+    place of vLLM), chat goes through, and a switch is 409 `switching_disabled`."""
+    require_postgres()
+    _, objects = rendered[overlay]
+    env = dict(_find(objects, "ConfigMap", "vllm-chat-gateway")["data"])
+    for secret in (o for o in objects if o["kind"] == "Secret"):
+        if secret["metadata"]["name"].startswith("vllm-chat-gateway"):
+            env.update(_normalised([secret]).popitem()[1]["data"])
+    if overlay == "production":  # the operator's Secret (README)
+        env |= {"JWT_SECRET": "k" * 64, "ADMIN_PASSWORD": "an-admin-password-of-our-own"}
+    profile_id = env["MODEL_DEFAULT_PROFILE"]
+    served = (
+        load_profiles(GATEWAY_DIR / "profiles" / "profiles.yaml")[profile_id].served_name
+        if profile_id
+        else "simulator-model"
+    )
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<!doctype html><title>vLLM chat</title>")
+    pod = _find(objects, "Deployment", "gateway")["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "gateway"]
+    port = free_port()
+    database_url = await create_pg_database("gw_k8s")
+    sim = start_simulator(tmp_path / "sim.log", "--model", served)
+    env |= {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS,
+        "RATE_LIMIT_KEY_PREFIX": redis_prefix,
+        "VLLM_BASE_URL": f"{sim.url}/v1",
+        "UI_DIST_DIR": str(ui),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "MODEL_LOG_DIR": str(tmp_path / "model-logs"),
+        "SQLITE_PATH": str(tmp_path / "unused.db"),
+    }
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "gateway.log"
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve"],
+                cwd=GATEWAY_DIR,
+                env=gateway_env(**env) | {"VLLM_BASE_URL": env["VLLM_BASE_URL"]},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                await wait_live(base, proc, log_path)
+                async with httpx.AsyncClient(base_url=base, timeout=20) as c:
+                    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                        r = await c.get(container[probe]["httpGet"]["path"])
+                        assert r.status_code == 200, (probe, r.text)
+                    assert "vLLM chat" in (await c.get("/")).text  # the UI volume
+                    r = await c.post(
+                        "/api/auth/login", json={"username": "test", "password": "test"}
+                    )
+                    assert r.status_code == 401  # production: no demo accounts
+                    r = await c.post(
+                        "/api/auth/login",
+                        json={"username": env["ADMIN_USERNAME"], "password": env["ADMIN_PASSWORD"]},
+                    )
+                    assert r.status_code == 200, r.text
+                    admin = bearer(r.json()["access_token"])
+
+                    async def running() -> bool:
+                        s = (await c.get("/api/models/status", headers=admin)).json()
+                        return bool(s["status"] == "running")
+
+                    await wait_until(running, timeout=30, interval=0.2)
+                    status = (await c.get("/api/models/status", headers=admin)).json()
+                    assert status["switching_enabled"] is False
+                    assert status["served_model"] == served
+                    assert status["current_profile"] == (profile_id or None)
+                    r = await c.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": served,
+                            "messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 4,
+                        },
+                        headers=admin,
+                    )
+                    assert r.status_code == 200, r.text
+                    assert r.json()["model"] == served
+                    r = await c.post(
+                        "/api/models/switch", json={"profile_id": "phi3-mini"}, headers=admin
+                    )
+                    assert_error(r, 409, "switching_disabled")
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        sim.stop()
+        await drop_pg_database(database_url)
+    assert env["ADMIN_PASSWORD"] not in log_path.read_text()
