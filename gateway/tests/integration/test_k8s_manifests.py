@@ -460,12 +460,32 @@ def test_network_policies_let_only_the_gateway_reach_the_backends(
 
 
 # --- the settings of the manifests, run ----------------------------------------------------------
+# readOnlyRootFilesystem, as far as one machine can show it: a private mount namespace where `/`
+# is read-only and only /tmp (the pod's emptyDir; the test's files are there too) is writable
+READ_ONLY_ROOT = (
+    "mount --rbind / / && mount -o remount,bind,ro / && mount --bind /tmp /tmp"
+    ' && mount -o remount,bind,rw /tmp && exec "$@"'
+)
+
+
+def _with_read_only_root(argv: list[str]) -> list[str]:
+    """argv run with a read-only root filesystem (root and util-linux's unshare needed)."""
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT, "sh"]
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        _unavailable("a read-only root filesystem needs root and unshare")
+    probe = _run([*wrapper, "sh", "-c", "! touch /.rw-probe 2>/dev/null && touch /tmp/.rw-probe"])
+    if probe.returncode != 0:
+        _unavailable(f"cannot make a read-only root here: {probe.stderr[-500:]}")
+    return [*wrapper, *argv]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 async def test_a_gateway_process_with_the_overlays_settings_serves_and_refuses_switches(
     rendered: Any, overlay: str, tmp_path: Path, redis_prefix: str
 ) -> None:
     """`python -m app.cli serve` with the overlay's ConfigMap and Secret as its environment (the
-    addresses of the cluster's Services replaced by this machine's): production mode, the
+    addresses of the cluster's Services replaced by this machine's), on a read-only root
+    filesystem with a writable /tmp as in the pod: production mode, the
     probes' paths answer, the admin of the Secret logs in, no demo account, the default profile
     is adopted from a server that is already there (a simulator serving the model's name, in
     place of vLLM), chat goes through, and a switch is 409 `switching_disabled`."""
@@ -507,7 +527,7 @@ async def test_a_gateway_process_with_the_overlays_settings_serves_and_refuses_s
     try:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve"],
+                _with_read_only_root([sys.executable, "-m", "app.cli", "serve"]),
                 cwd=GATEWAY_DIR,
                 env=gateway_env(**env) | {"VLLM_BASE_URL": env["VLLM_BASE_URL"]},
                 stdout=log,
@@ -515,6 +535,9 @@ async def test_a_gateway_process_with_the_overlays_settings_serves_and_refuses_s
             )
             try:
                 await wait_live(base, proc, log_path)
+                # the gateway's own view of the files (its mount namespace): / is read-only
+                with pytest.raises(OSError, match="Read-only file system"):
+                    Path(f"/proc/{proc.pid}/root{GATEWAY_DIR}/.write-probe").touch()
                 async with httpx.AsyncClient(base_url=base, timeout=20) as c:
                     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                         r = await c.get(container[probe]["httpGet"]["path"])
