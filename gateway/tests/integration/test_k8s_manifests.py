@@ -435,6 +435,9 @@ def test_the_ingress_streams_like_nginx(rendered: Any, overlay: str) -> None:
     assert int(notes[prefix + "proxy-read-timeout"]) >= _nginx_timeout("proxy_read_timeout")
     assert int(notes[prefix + "proxy-send-timeout"]) >= _nginx_timeout("proxy_send_timeout")
     assert notes[prefix + "ssl-redirect"] == "true"
+    # above the gateway's body limit, so a client sees the gateway's own 413 body
+    body = re.fullmatch(r"(\d+)m", notes[prefix + "proxy-body-size"])
+    assert body and int(body[1]) * 2**20 > Settings(_env_file=None).max_body_bytes  # type: ignore[call-arg]
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"]
     (rule,) = ingress["spec"]["rules"]
