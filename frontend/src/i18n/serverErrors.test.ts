@@ -14,6 +14,9 @@ describe('server errors in the UI language', () => {
     expect(serverErrorText(tEn, err)).toBe('Invalid username or password.');
     expect(serverErrorText(tKo, new ApiError(409, 'switch_in_progress', 'a switch is already in progress'))).toContain('전환이 진행 중');
     expect(serverErrorText(tKo, new ApiError(429, 'rate_limited', 'slow down', { retryAfter: 7 }))).toContain('7초');
+    const off = new ApiError(409, 'switching_disabled', 'model switching is off here: MODEL_RUNTIME=external');
+    expect(serverErrorText(tKo, off)).toContain('클러스터');
+    expect(serverErrorText(tEn, off)).toContain('managed by the cluster');
   });
 
   it('falls back to the server text for an unknown code, and for anything not an ApiError', () => {

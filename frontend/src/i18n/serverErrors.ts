@@ -25,6 +25,7 @@ const CODE_KEYS: Record<string, MessageKey> = {
   context_length_exceeded: 'err_context_length_exceeded',
   incompatible_hardware: 'err_incompatible_hardware',
   switch_in_progress: 'err_switch_in_progress',
+  switching_disabled: 'err_switching_disabled',
   profile_not_found: 'err_profile_not_found',
   model_not_found: 'err_model_not_found',
   upstream_rejected: 'err_upstream_rejected',

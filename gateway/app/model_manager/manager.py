@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from yarl import URL
 
-from app.core.config import Settings
+from app.core.config import ModelRuntime, Settings
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.metrics import (
     GPU_MEMORY_TOTAL,
@@ -167,6 +167,22 @@ class ModelManager:
         (GPU sampling, retention). One process alone always is; with several gateway processes
         only the holder of the manager lease is (issue 15)."""
         return True
+
+    @property
+    def switching_disabled_reason(self) -> str | None:
+        """Why `POST /api/models/switch` is refused, or None when switching is offered.
+
+        MODEL_RUNTIME=external means the model servers are run by someone else (a Kubernetes
+        Deployment, another host): the gateway serves what is there and never tries to replace
+        it, so it cannot fight the cluster (or GitOps) that owns the servers (SPEC §6)."""
+        if self.settings.model_runtime is ModelRuntime.EXTERNAL:
+            return (
+                "model switching is off here: the model servers are managed outside the gateway "
+                "(MODEL_RUNTIME=external, e.g. by Kubernetes); change the served model where "
+                "they are defined (the vLLM Deployment of deploy/k8s) and this gateway follows "
+                "the MODEL_DEFAULT_PROFILE it is given"
+            )
+        return None
 
     def served_names(self) -> list[str]:
         """Names a request may give the served model besides its id: the serving profile's id
@@ -404,6 +420,8 @@ class ModelManager:
 
     async def request_switch(self, profile_id: str) -> SwitchRecord:
         """Check and begin a switch; it runs in the background. 404 / 409 / 422 here."""
+        if (reason := self.switching_disabled_reason) is not None:
+            raise Conflict(reason, code="switching_disabled")
         profile = self._require_profile(profile_id)
         hw = await self.hardware_info(max_age_s=1.0)
         compat = check_compatibility(profile, hw)
@@ -621,6 +639,7 @@ class ModelManager:
             "current_profile": self.current_profile,
             "status": status,
             "runtime": runtime,
+            "switching_enabled": self.switching_disabled_reason is None,
             "served_model": served,
             "upstream_version": self.upstream_version,
             "available_profiles": await self.profile_views(),
