@@ -1,0 +1,264 @@
+"""scripts/backup.sh and scripts/restore.sh on both engines, the real scripts as subprocesses.
+
+A backup taken while a live gateway stores many streaming chats restores to a database whose row
+counts are the backup manifest's, and the manifest's counts are those of the snapshot the dump was
+taken in (Postgres: counted inside the transaction whose exported snapshot pg_dump dumps; SQLite:
+counted in the copy the online backup API made in one step). Each restored row is one the live
+database holds too (nothing invented, nothing half-written), and the restored database is on the
+current schema and serves logins. Restore refuses a non-empty database without --yes, and a
+corrupted or truncated file leaves the target as it was, even with --yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import insert, text
+
+from app.db.engine import create_engine
+from app.db.models import User
+from app.main import create_app
+from tests.conftest import (
+    create_pg_database,
+    drop_pg_database,
+    login,
+    make_settings,
+    read_sse,
+    sim_post,
+)
+
+REPO_DIR = Path(__file__).resolve().parents[3]
+TABLES = ("users", "conversations", "messages", "requests")
+
+
+async def _script(name: str, database_url: str, *args: str) -> tuple[int, str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "DATABASE_", "SQLITE_"))
+    }
+    env.update({"DEPLOY_MODE": "local", "DATABASE_URL": database_url})
+    proc = await asyncio.create_subprocess_exec(
+        str(REPO_DIR / "scripts" / name),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _counts(database_url: str, tmp_path: Path) -> dict[str, int]:
+    engine = create_engine(make_settings(database_url, tmp_path), database_url)
+    try:
+        async with engine.connect() as conn:
+            return {
+                t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()  # noqa: S608
+                for t in TABLES
+            }
+    finally:
+        await engine.dispose()
+
+
+async def _rows(database_url: str, tmp_path: Path) -> dict[str, set[tuple[Any, ...]]]:
+    engine = create_engine(make_settings(database_url, tmp_path), database_url)
+    queries = {
+        "users": "SELECT id, username, password_hash FROM users",
+        "conversations": "SELECT id, user_id, title FROM conversations",
+        "messages": "SELECT id, conversation_id, role, content, status FROM messages",
+        "requests": "SELECT id, request_id, status_code, completion_tokens FROM requests",
+    }
+    try:
+        async with engine.connect() as conn:
+            return {
+                t: {tuple(r) for r in (await conn.execute(text(q))).all()}
+                for t, q in queries.items()
+            }
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def fresh_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the same engine, the restore's target."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / f'restored-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    url = await create_pg_database("gw_restore")
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+async def _chat_load(base: str, token: str, stop: asyncio.Event, done: list[int]) -> None:
+    """One user's loop: a new conversation streamed through /api/chat, then a /v1 request."""
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as c:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            async with c.stream(
+                "POST", "/api/chat", json={"messages": [{"role": "user", "content": f"q{n}"}]}
+            ) as r:
+                assert r.status_code == 200
+                events = await read_sse(r)
+                assert events[-1] == "[DONE]"
+            r2 = await c.post(
+                "/v1/chat/completions",
+                json={"model": "current", "messages": [{"role": "user", "content": "x"}]},
+            )
+            assert r2.status_code == 200
+            done[0] += 1
+
+
+async def test_backup_under_chat_load_restores_the_snapshot(
+    start_gateway: Any, simulator: Any, database_url: str, fresh_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "backups"
+    async with start_gateway(rate_limit_enabled=False, usage_flush_interval_ms=50) as gw:
+        await sim_post(simulator, "/sim/config", {"ttft_ms": 20, "itl_ms": 15, "tokens": 12})
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+        stop, done = asyncio.Event(), [0]
+        workers = [asyncio.create_task(_chat_load(gw.url, token, stop, done)) for _ in range(16)]
+        try:
+            while done[0] < 20:  # the load is well under way: rows keep being committed
+                await asyncio.sleep(0.05)
+                assert not any(w.done() for w in workers), [w.exception() for w in workers]
+            before = await _counts(database_url, tmp_path)
+            rc, stdout, stderr = await _script("backup.sh", database_url, "--out", str(out))
+            after = await _counts(database_url, tmp_path)
+            assert not any(w.done() for w in workers), [w.exception() for w in workers]
+        finally:
+            stop.set()
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        assert all(r is None for r in results), results
+    # the gateway has stopped: every queued row is written
+    assert rc == 0, stderr
+    backup = Path(stdout.strip().splitlines()[-1])
+    assert backup.parent == out and backup.is_file()
+    assert backup.name.startswith("gateway-") and backup.suffix in (".pgdump", ".sqlite3")
+    sums = backup.with_name(backup.name + ".sha256").read_text().split()
+    assert sums[1] == backup.name
+    manifest = json.loads(backup.with_name(backup.name + ".json").read_text())
+    counts = manifest["row_counts"]
+    assert manifest["alembic_revision"] is not None and manifest["sha256"] == sums[0]
+    # rows were being committed all along: the snapshot lies between the two readings
+    assert after["messages"] > before["messages"] and after["requests"] > before["requests"]
+    print(f"\nbefore {before}\nbackup {counts}\nafter  {after}")
+    for t in TABLES:
+        assert before[t] <= counts[t] <= after[t], (t, before, counts, after)
+
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(backup))
+    assert rc == 0, stderr
+    assert "row counts match" in stderr
+    restored = await _counts(fresh_url, tmp_path)
+    assert restored == {t: counts[t] for t in TABLES}
+    # every restored row is one the live database committed, byte for byte
+    live, back = await _rows(database_url, tmp_path), await _rows(fresh_url, tmp_path)
+    for t in TABLES:
+        missing = back[t] - live[t]
+        assert not missing, (t, list(missing)[:3])
+    # assistant answers stored complete are whole (the simulator's 12 tokens)
+    assert all(m[4] in ("complete", "partial", "error") for m in back["messages"])
+    # on the current schema, and a gateway serves it: logins and the restored conversations
+    settings = make_settings(fresh_url, tmp_path)
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=30):
+        async with app.state.engine.connect() as conn:
+            head = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        assert head == [(manifest["alembic_revision"],)]
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as c:
+            tok = await login(c, "test", "test")
+            r = await c.get(
+                "/api/conversations",
+                params={"limit": 100},
+                headers={"Authorization": f"Bearer {tok}"},
+            )
+            assert r.status_code == 200
+            assert len(r.json()["conversations"]) == min(100, counts["conversations"]) > 0
+
+
+async def _some_data(url: str, tmp_path: Path) -> None:
+    """A database with the gateway's schema and its two demo accounts."""
+    app = create_app(make_settings(url, tmp_path))
+    async with LifespanManager(app, startup_timeout=30):
+        pass
+
+
+async def test_restore_refuses_a_non_empty_database_and_bad_files(
+    database_url: str, fresh_url: str, tmp_path: Path
+) -> None:
+    await _some_data(database_url, tmp_path)
+    rc, stdout, stderr = await _script("backup.sh", database_url, "--out", str(tmp_path / "b"))
+    assert rc == 0, stderr
+    backup = Path(stdout.strip().splitlines()[-1])
+
+    # the target holds data of its own: a user the backup does not have
+    await _some_data(fresh_url, tmp_path)
+    engine = create_engine(make_settings(fresh_url, tmp_path), fresh_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(User).values(username="only-here", password_hash="x"))
+    finally:
+        await engine.dispose()
+    untouched = await _rows(fresh_url, tmp_path)
+
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(backup))
+    assert rc == 2 and "refusing to overwrite" in stderr and "--yes" in stderr, stderr
+    assert await _rows(fresh_url, tmp_path) == untouched
+
+    # corrupted: one byte changed in the middle; truncated: half the file
+    corrupt = tmp_path / "c" / backup.name
+    corrupt.parent.mkdir()
+    for suffix in (".sha256", ".json"):
+        twin = corrupt.with_name(corrupt.name + suffix)
+        shutil.copy(backup.with_name(backup.name + suffix), twin)
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(corrupt), "--yes")
+    assert rc == 3 and "does not match its sha256" in stderr, stderr
+    assert await _rows(fresh_url, tmp_path) == untouched
+
+    corrupt.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(corrupt), "--yes")
+    assert rc == 3 and "corrupted or truncated" in stderr, stderr
+    assert await _rows(fresh_url, tmp_path) == untouched
+
+    # truncated with a checksum made for it (a copy cut short before it was summed): the file
+    # itself is read whole before the target is touched
+    import hashlib
+
+    digest = hashlib.sha256(corrupt.read_bytes()).hexdigest()
+    corrupt.with_name(corrupt.name + ".sha256").write_text(f"{digest}  {corrupt.name}\n")
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(corrupt), "--yes")
+    assert rc == 3, stderr
+    assert "error:" in stderr and "Traceback" not in stderr, stderr
+    assert await _rows(fresh_url, tmp_path) == untouched
+
+    # no checksum beside it: refused as well
+    corrupt.with_name(corrupt.name + ".sha256").unlink()
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(corrupt), "--yes")
+    assert rc == 3 and "no checksum file" in stderr, stderr
+
+    # with --yes the good backup replaces it: the extra user is gone
+    rc, _, stderr = await _script("restore.sh", fresh_url, str(backup), "--yes")
+    assert rc == 0, stderr
+    users = {u[1] for u in (await _rows(fresh_url, tmp_path))["users"]}
+    assert users == {"admin", "test"}

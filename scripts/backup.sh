@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Back up the database: scripts/backup.sh [--out DIR]   (default BACKUP_DIR, else ./backups)
+#
+# Postgres: pg_dump's custom format (compose: inside the postgres container; otherwise the
+# client tools against DATABASE_URL / POSTGRES_*, installed from Debian when missing). SQLite:
+# the online backup API. The gateway may keep serving: the backup is one consistent snapshot.
+# Writes gateway-<UTC time>.{pgdump,sqlite3} with .sha256 and .json (row counts) beside it and
+# prints the backup's path on stdout. Restore with scripts/restore.sh FILE.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() { sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+out="$(env_or_dotenv BACKUP_DIR "$ROOT_DIR/backups")"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) [[ $# -ge 2 ]] || die "--out needs a folder"; out="$2"; shift 2 ;;
+    --out=*) out="${1#--out=}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+[[ "$out" == /* ]] || out="$PWD/$out"
+
+source "$ROOT_DIR/scripts/db-target.sh"
+db_target
+umask 077
+cd "$GATEWAY_DIR"
+exec "$DB_PYTHON" "$ROOT_DIR/scripts/dbbackup.py" backup "${DB_ARGS[@]}" --out "$out"
