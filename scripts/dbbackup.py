@@ -400,11 +400,11 @@ def restore(args: argparse.Namespace) -> None:
     if isinstance(target, Path):
         if head != SQLITE_MAGIC:
             raise Failure(f"{file.name} is not a SQLite backup, and the target is SQLite", 3)
-        _restore_sqlite(file, target, args.yes, manifest)
+        _restore_sqlite(file, target, args.yes, manifest, args.check_only)
     else:
         if not head.startswith(PG_MAGIC):
             raise Failure(f"{file.name} is not a pg_dump archive, and the target is Postgres", 3)
-        _restore_postgres(file, target, args.yes, manifest)
+        _restore_postgres(file, target, args.yes, manifest, args.check_only)
 
 
 def _refuse(label: str, counts: dict[str, int]) -> Failure:
@@ -415,7 +415,9 @@ def _refuse(label: str, counts: dict[str, int]) -> Failure:
     )
 
 
-def _restore_sqlite(file: Path, target: Path, yes: bool, manifest: dict[str, object]) -> None:
+def _restore_sqlite(
+    file: Path, target: Path, yes: bool, manifest: dict[str, object], check_only: bool
+) -> None:
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         staged = Path(tmp) / "staged.sqlite3"
         shutil.copyfile(file, staged)
@@ -437,6 +439,9 @@ def _restore_sqlite(file: Path, target: Path, yes: bool, manifest: dict[str, obj
                     existing.close()
                 if sum(counts.values()) > 0 and not yes:
                     raise _refuse(f"the SQLite database {target}", counts)
+            if check_only:
+                info(f"{file.name} is sound and may be restored into {target}")
+                return
             target.parent.mkdir(parents=True, exist_ok=True)
             dst = sqlite3.connect(target, timeout=30)
             try:
@@ -473,7 +478,9 @@ $clear$;
 """
 
 
-def _restore_postgres(file: Path, pg: Postgres, yes: bool, manifest: dict[str, object]) -> None:
+def _restore_postgres(
+    file: Path, pg: Postgres, yes: bool, manifest: dict[str, object], check_only: bool
+) -> None:
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         script = Path(tmp) / "restore.sql"
         # the whole archive read and turned into SQL first: a damaged one fails here, untouched
@@ -493,6 +500,9 @@ def _restore_postgres(file: Path, pg: Postgres, yes: bool, manifest: dict[str, o
             session.close()
         if sum(counts.values()) > 0 and not yes:
             raise _refuse(pg.label, counts)
+        if check_only:
+            info(f"{file.name} is sound and may be restored into {pg.label}")
+            return
         _apply_in_one_transaction(pg, script)
     session = Psql(pg)
     try:
@@ -544,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("file")
             p.add_argument("--yes", action="store_true", help="replace a non-empty database")
+            p.add_argument(
+                "--check-only", action="store_true", help="verify the file and the target only"
+            )
     args = parser.parse_args(argv)
     try:
         if args.command == "backup":

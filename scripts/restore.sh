@@ -25,6 +25,10 @@ done
 source "$ROOT_DIR/scripts/db-target.sh"
 db_target
 
+restore() { (cd "$GATEWAY_DIR" && "$DB_PYTHON" "$ROOT_DIR/scripts/dbbackup.py" restore "${DB_ARGS[@]}" "${yes[@]}" "$@" "$file"); }
+# the file checked whole and the target's contents before anything is stopped or changed
+restore --check-only || exit $?
+
 restart_gateway=0
 if [[ "$DB_MODE" == compose ]]; then
   if [[ -n "$(compose ps -q --status running gateway 2>/dev/null)" ]]; then
@@ -37,7 +41,7 @@ elif pid_alive "$RUN_DIR/gateway.pid"; then
 fi
 
 rc=0
-(cd "$GATEWAY_DIR" && "$DB_PYTHON" "$ROOT_DIR/scripts/dbbackup.py" restore "${DB_ARGS[@]}" "${yes[@]}" "$file") || rc=$?
+restore || rc=$?
 if [[ $rc -eq 0 ]]; then
   say "migrating the restored database to the current schema"
   if [[ "$DB_MODE" == compose ]]; then

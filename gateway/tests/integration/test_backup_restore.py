@@ -41,13 +41,16 @@ REPO_DIR = Path(__file__).resolve().parents[3]
 TABLES = ("users", "conversations", "messages", "requests")
 
 
-async def _script(name: str, database_url: str, *args: str) -> tuple[int, str, str]:
+async def _script(
+    name: str, database_url: str, *args: str, env_extra: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("POSTGRES_", "DATABASE_", "SQLITE_"))
     }
     env.update({"DEPLOY_MODE": "local", "DATABASE_URL": database_url})
+    env.update(env_extra or {})
     proc = await asyncio.create_subprocess_exec(
         str(REPO_DIR / "scripts" / name),
         *args,
@@ -262,3 +265,82 @@ async def test_restore_refuses_a_non_empty_database_and_bad_files(
     assert rc == 0, stderr
     users = {u[1] for u in (await _rows(fresh_url, tmp_path))["users"]}
     assert users == {"admin", "test"}
+
+
+# `docker` for the compose path: `compose exec -T postgres CMD` runs CMD here with the postgres
+# image's environment (POSTGRES_USER/POSTGRES_DB) pointed at the test's database; `compose run
+# gateway python -m app.cli migrate` migrates it; every call is logged.
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_DOCKER_LOG"
+[[ "$1" == info ]] && exit 0
+[[ "$1" == compose ]] || exit 1
+shift
+[[ "$1" == version ]] && exit 0
+[[ "$1" == -f ]] && shift 2
+case "$1" in
+  exec)
+    shift; [[ "$1" == -T ]] || exit 1; shift; [[ "$1" == postgres ]] || exit 1; shift
+    export POSTGRES_USER=postgres POSTGRES_DB="$FAKE_PG_DB" PGHOST=127.0.0.1
+    exec "$@" ;;
+  ps) [[ -n "${FAKE_GATEWAY_RUNNING:-}" ]] && echo 0123abcd; exit 0 ;;
+  stop | start) exit 0 ;;
+  run)
+    [[ "$*" == "run --rm --no-deps gateway python -m app.cli migrate" ]] || exit 1
+    cd "$FAKE_GATEWAY_DIR" || exit 1
+    DATABASE_URL="$FAKE_DB_URL" exec .venv/bin/python -m app.cli migrate ;;
+esac
+exit 1
+"""
+
+
+async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) -> None:
+    """The compose path's commands, with a stand-in `docker` (no images can be pulled here):
+    pg_dump/psql/pg_restore run as `compose exec -T postgres`, the gateway is stopped for the
+    restore, the database migrated with `compose run gateway`, and the gateway started again."""
+    from tests.conftest import GATEWAY_DIR, require_postgres
+
+    require_postgres()
+    url = await create_pg_database("gw_compose_bk")
+    try:
+        await _some_data(url, tmp_path)
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "docker").write_text(FAKE_DOCKER)
+        (bindir / "docker").chmod(0o755)
+        log = tmp_path / "docker.log"
+        env = {
+            "DEPLOY_MODE": "compose",
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "FAKE_DOCKER_LOG": str(log),
+            "FAKE_PG_DB": url.rsplit("/", 1)[1],
+            "FAKE_DB_URL": url,
+            "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
+            "FAKE_GATEWAY_RUNNING": "1",
+        }
+        rc, stdout, stderr = await _script(
+            "backup.sh", "", "--out", str(tmp_path / "b"), env_extra=env
+        )
+        assert rc == 0, stderr
+        backup = Path(stdout.strip().splitlines()[-1])
+        assert backup.suffix == ".pgdump"
+        calls = log.read_text().splitlines()
+        assert any(" exec -T postgres sh -c exec psql " in c for c in calls), calls
+        assert any(" exec -T postgres sh -c exec pg_dump " in c for c in calls), calls
+
+        log.write_text("")
+        rc, _, stderr = await _script("restore.sh", "", str(backup), env_extra=env)
+        assert rc == 2 and "refusing to overwrite" in stderr, stderr
+        rc, _, stderr = await _script("restore.sh", "", str(backup), "--yes", env_extra=env)
+        assert rc == 0, stderr
+        calls = [c.split(" ", 3)[-1] for c in log.read_text().splitlines() if " -f " in c]
+        steps = [c for c in calls if c.startswith(("stop", "start", "run"))]
+        assert steps == [
+            "stop gateway",  # only once the file and the target were checked (not when refused)
+            "run --rm --no-deps gateway python -m app.cli migrate",
+            "start gateway",
+        ], calls
+        assert await _counts(url, tmp_path) == {
+            "users": 2, "conversations": 0, "messages": 0, "requests": 0
+        }  # fmt: skip
+    finally:
+        await drop_pg_database(url)
