@@ -9,16 +9,16 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() { sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-out="$(env_or_dotenv BACKUP_DIR "$ROOT_DIR/backups")"
+out="$(env_or_dotenv BACKUP_DIR backups)"
+[[ "$out" == /* ]] || out="$ROOT_DIR/$out"  # BACKUP_DIR: relative to the repository
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --out) [[ $# -ge 2 ]] || die "--out needs a folder"; out="$2"; shift 2 ;;
-    --out=*) out="${1#--out=}"; shift ;;
+    --out) [[ $# -ge 2 ]] || die "--out needs a folder"; out="$(realpath -m -- "$2")"; shift 2 ;;
+    --out=*) out="$(realpath -m -- "${1#--out=}")"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
-[[ "$out" == /* ]] || out="$PWD/$out"
 
 source "$ROOT_DIR/scripts/db-target.sh"
 db_target
