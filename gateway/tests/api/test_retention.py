@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -208,7 +209,7 @@ async def test_job_runs_only_in_the_acting_process(
 async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) -> None:
     """20,000 old usage rows purged in batches of 1,000 while another connection inserts rows one
     transaction at a time: no insert waits longer than a small bound (on SQLite, one writer at a
-    time, an unbatched delete would hold every insert for the whole purge)."""
+    time, an unbatched delete holds the inserts for most of the purge)."""
     uid = (await _user_ids(app))["test"]
     old = utcnow() - 60 * DAY
     async with app.state.session_factory.begin() as session:
@@ -226,7 +227,9 @@ async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) ->
                     for i in range(start, start + 5_000)
                 ],
             )
-    purger = RetentionPurger(app.state.engine, days=30, batch_size=1000, pause_s=0.01)
+    batch = int(os.environ.get("RETENTION_TEST_BATCH", "1000"))  # 20000: see the bound fail
+    purger = RetentionPurger(app.state.engine, days=30, batch_size=batch, pause_s=0.01)
+    started = time.perf_counter()
     purge = asyncio.create_task(purger.purge())
     waits: list[float] = []
     while not purge.done():
@@ -239,11 +242,19 @@ async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) ->
         waits.append(time.perf_counter() - t0)
         await asyncio.sleep(0)
     counts = await purge
+    duration = time.perf_counter() - started
+    worst = max(waits)
+    print(
+        f"purge of 20000 rows in {duration * 1000:.0f} ms: {len(waits)} concurrent inserts, "
+        f"worst wait {worst * 1000:.1f} ms"
+    )
     assert counts["requests"] == 20_000 and purger.batches >= 20
     assert len(waits) >= 5, "the writer never ran while the purge did"
-    worst = max(waits)
-    print(f"purge of 20000 rows: {len(waits)} concurrent inserts, worst wait {worst * 1000:.1f} ms")
     assert worst < 1.0, f"an insert waited {worst:.3f}s behind a purge batch"
+    # and never for a large part of the purge: batched, the worst wait is about one batch (a
+    # twentieth); one 20,000-row delete held SQLite's inserts for most of it (138 of 219 ms here,
+    # RETENTION_TEST_BATCH=20000). Postgres inserts never wait for deletes of other rows.
+    assert worst < max(duration / 4, 0.05), (worst, duration)
     async with app.state.session_factory() as session:
         young = (await session.execute(select(func.count(RequestLog.id)))).scalar_one()
     assert young == len(waits)  # every concurrent insert is there, none purged
