@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     # --- retention (the acting process purges; 0 days keeps everything) ---------------------
     retention_days: int = Field(default=0, ge=0, le=36_500)
     retention_interval_s: float = Field(default=3600.0, gt=0)
-    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    retention_batch_size: int = Field(default=1000, ge=1, le=10_000)  # ids bound per statement
 
     # --- metrics ----------------------------------------------------------------------------------
     metrics_token: str | None = None

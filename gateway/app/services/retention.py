@@ -3,16 +3,19 @@
 Run by the acting gateway process every RETENTION_INTERVAL_S (`app.services.periodic`). Rows go
 in batches of RETENTION_BATCH_SIZE, one short transaction each, with a pause between them, so the
 chat writer and the usage recorder are never held up for longer than one batch takes (on SQLite,
-which has one writer at a time, that matters most):
+which has one writer at a time, that matters most). Each batch selects its ids through an index
+and deletes them by primary key:
 
-- usage rows (`requests`) whose `created_at` is older than the cutoff;
-- messages of conversations whose last activity (`updated_at`) is older than the cutoff;
-- then those conversations themselves (the delete checks `updated_at` again, so a conversation
-  a user continues while the purge runs is kept; its oldest messages may already be gone, as they
-  were due to be).
+- usage rows (`requests`) whose `created_at` is older than the cutoff, oldest first;
+- the oldest conversations whose last activity (`updated_at`) is older than the cutoff: their
+  messages (regenerated variants first, so nothing goes by cascade and the counts are exact),
+  then the conversations themselves (the delete checks `updated_at` again, so a conversation a
+  user continues while the purge runs is kept; its oldest messages may already be gone, as they
+  were due to be); and again, until none is left.
 
-Every query walks an index (migration 0009): `conversations.updated_at`, `requests.created_at`,
-and the foreign keys a delete has to check (`messages.variant_of`, `requests.conversation_id`).
+Migration 0009 adds the indexes this needs: `conversations.updated_at`, and those of the foreign
+keys a delete has to check (`messages.variant_of`, `requests.conversation_id`: a purged
+conversation's young usage rows keep their row, their link set to NULL).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import Delete, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Select, Table, and_, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.metrics import RETENTION_LAST_RUN, RETENTION_PURGED
 from app.db.base import Base, utcnow
@@ -56,38 +60,71 @@ class RetentionPurger:
     def cutoff(self) -> datetime:
         return self.clock() - timedelta(days=self.days)
 
-    def _statements(self, cutoff: datetime) -> list[tuple[str, Delete]]:
-        n = self.batch_size
-        old_requests = (
-            select(_requests.c.id)
-            .where(_requests.c.created_at < cutoff)
-            .order_by(_requests.c.created_at)
-            .limit(n)
-        )
-        old_messages = (
-            select(_messages.c.id)
-            .join(_conversations, _conversations.c.id == _messages.c.conversation_id)
-            .where(_conversations.c.updated_at < cutoff)
-            .order_by(_messages.c.id)
-            .limit(n)
-        )
-        old_conversations = (
-            select(_conversations.c.id)
-            .where(_conversations.c.updated_at < cutoff)
-            .order_by(_conversations.c.updated_at)
-            .limit(n)
-        )
-        return [
-            ("requests", delete(_requests).where(_requests.c.id.in_(old_requests))),
-            ("messages", delete(_messages).where(_messages.c.id.in_(old_messages))),
-            (
-                "conversations",
-                delete(_conversations).where(
-                    _conversations.c.id.in_(old_conversations),
-                    _conversations.c.updated_at < cutoff,  # checked again on the row itself
-                ),
-            ),
-        ]
+    async def _ids(self, conn: AsyncConnection, query: Select[tuple[Any]]) -> list[Any]:
+        return list((await conn.execute(query)).scalars())
+
+    async def _purge_requests(self, cutoff: datetime) -> int:
+        n, total = self.batch_size, 0
+        while True:
+            async with self.engine.begin() as conn:
+                ids = await self._ids(
+                    conn,
+                    select(_requests.c.id)
+                    .where(_requests.c.created_at < cutoff)
+                    .order_by(_requests.c.created_at)
+                    .limit(n),
+                )
+                if ids:
+                    deleted = await self._delete(conn, _requests, _requests.c.id.in_(ids))
+                    total += deleted
+            self.batches += 1
+            if len(ids) < n:
+                return total
+            await asyncio.sleep(self.pause_s)  # let the writers in between two batches
+
+    async def _purge_conversations(self, cutoff: datetime) -> tuple[int, int]:
+        """The oldest `n` inactive conversations: their messages `n` at a time (regenerated
+        variants before the answers they vary, so no row goes by cascade and the counts are
+        exact), then the conversations themselves; and again, until none is left."""
+        n, messages, conversations = self.batch_size, 0, 0
+        while True:
+            async with self.engine.begin() as conn:
+                conv_ids = await self._ids(
+                    conn,
+                    select(_conversations.c.id)
+                    .where(_conversations.c.updated_at < cutoff)
+                    .order_by(_conversations.c.updated_at)
+                    .limit(n),
+                )
+                if not conv_ids:
+                    return messages, conversations
+                of_these = _messages.c.conversation_id.in_(conv_ids)
+                msg_ids = await self._ids(
+                    conn,
+                    select(_messages.c.id)
+                    .where(of_these, _messages.c.variant_of.is_not(None))
+                    .limit(n),
+                ) or await self._ids(conn, select(_messages.c.id).where(of_these).limit(n))
+                if msg_ids:
+                    messages += await self._delete(conn, _messages, _messages.c.id.in_(msg_ids))
+                else:
+                    conversations += await self._delete(
+                        conn,
+                        _conversations,
+                        and_(
+                            _conversations.c.id.in_(conv_ids),
+                            # checked again on the row: a conversation continued meanwhile stays
+                            _conversations.c.updated_at < cutoff,
+                        ),
+                    )
+            self.batches += 1
+            await asyncio.sleep(self.pause_s)
+
+    async def _delete(self, conn: AsyncConnection, table: Table, where: Any) -> int:
+        deleted = (await conn.execute(delete(table).where(where))).rowcount or 0
+        if deleted:
+            RETENTION_PURGED.labels(table.name).inc(deleted)
+        return deleted
 
     async def purge(self) -> dict[str, int]:
         """One pass: every row older than the cutoff, batch by batch. Returns the counts."""
@@ -96,17 +133,10 @@ class RetentionPurger:
             return counts
         started = time.monotonic()
         cutoff = self.cutoff()
-        for table, statement in self._statements(cutoff):
-            while True:
-                async with self.engine.begin() as conn:
-                    deleted = (await conn.execute(statement)).rowcount or 0
-                self.batches += 1
-                if deleted:
-                    counts[table] += deleted
-                    RETENTION_PURGED.labels(table).inc(deleted)
-                if deleted < self.batch_size:
-                    break
-                await asyncio.sleep(self.pause_s)  # let the writers in between two batches
+        # ids are selected first and deleted by primary key: `DELETE ... WHERE id IN (SELECT
+        # ... LIMIT n)` made Postgres hash-join the subquery against a scan of the whole table
+        counts["requests"] = await self._purge_requests(cutoff)
+        counts["messages"], counts["conversations"] = await self._purge_conversations(cutoff)
         RETENTION_LAST_RUN.set(time.time())
         log.info(
             "retention purge",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from app.core.config import Settings
 from app.core.metrics import RETENTION_PURGED
@@ -162,9 +162,9 @@ async def test_purge_removes_old_rows_and_keeps_young_ones(app: FastAPI) -> None
     assert set(state["requests"]) == expected["requests"]
     assert state["requests"]["u-young-3"] is None  # its conversation is gone, the row is not
     assert state["users"] == {"admin", "test"}  # accounts are never purged
-    # 3 usage rows, 11 messages (the variant may go with its first answer), 2 conversations
+    # 3 usage rows, 11 messages (the variant deleted itself, not by cascade), 2 conversations
     assert counts["requests"] == 3 and counts["conversations"] == 2
-    assert 10 <= counts["messages"] <= 11
+    assert counts["messages"] == 11
     assert _purged_total() - before_metric == sum(counts.values())
     # batches of at most 2 rows: at least ceil(n/2) transactions per table
     assert purger.batches >= 2 + 5 + 1
@@ -207,26 +207,32 @@ async def test_job_runs_only_in_the_acting_process(
 
 
 async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) -> None:
-    """20,000 old usage rows purged in batches of 1,000 while another connection inserts rows one
-    transaction at a time: no insert waits longer than a small bound (on SQLite, one writer at a
-    time, an unbatched delete holds the inserts for most of the purge)."""
+    """20,000 old usage rows and 1,000 old conversations with 10,000 messages purged in batches
+    of 1,000 while another connection does what the chat writer does, one transaction at a time
+    (a message into a young conversation, its `updated_at`, a usage row): no write waits longer
+    than a small bound (on SQLite, one writer at a time, an unbatched delete holds the writes for
+    most of the purge)."""
     uid = (await _user_ids(app))["test"]
-    old = utcnow() - 60 * DAY
+    old, now = utcnow() - 60 * DAY, utcnow()
+    base = {"user_id": uid, "client": "api", "status_code": 200}
     async with app.state.session_factory.begin() as session:
         for start in range(0, 20_000, 5_000):
             await session.execute(
                 insert(RequestLog),
-                [
-                    {
-                        "user_id": uid,
-                        "client": "api",
-                        "status_code": 200,
-                        "request_id": f"old-{i}",
-                        "created_at": old,
-                    }
-                    for i in range(start, start + 5_000)
-                ],
-            )
+                [base | {"request_id": f"old-{i}", "created_at": old}
+                 for i in range(start, start + 5_000)],
+            )  # fmt: skip
+        await session.execute(
+            insert(Conversation),
+            [{"id": f"old-{i}", "user_id": uid, "created_at": old, "updated_at": old}
+             for i in range(1_000)]
+            + [{"id": "young", "user_id": uid, "created_at": now, "updated_at": now}],
+        )  # fmt: skip
+        await session.execute(
+            insert(Message),
+            [{"conversation_id": f"old-{i % 1_000}", "role": "user", "content": "x",
+              "created_at": old} for i in range(10_000)],
+        )  # fmt: skip
     batch = int(os.environ.get("RETENTION_TEST_BATCH", "1000"))  # 20000: see the bound fail
     purger = RetentionPurger(app.state.engine, days=30, batch_size=batch, pause_s=0.01)
     started = time.perf_counter()
@@ -235,29 +241,34 @@ async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) ->
     while not purge.done():
         t0 = time.perf_counter()
         async with app.state.session_factory.begin() as session:
+            message = {"conversation_id": "young", "role": "user", "content": "y"}
+            await session.execute(insert(Message), message | {"created_at": utcnow()})
             await session.execute(
-                insert(RequestLog),
-                {"user_id": uid, "client": "api", "status_code": 200, "created_at": utcnow()},
+                update(Conversation).where(Conversation.id == "young").values(updated_at=utcnow())
             )
+            await session.execute(insert(RequestLog), base | {"created_at": utcnow()})
         waits.append(time.perf_counter() - t0)
         await asyncio.sleep(0)
     counts = await purge
     duration = time.perf_counter() - started
     worst = max(waits)
     print(
-        f"purge of 20000 rows in {duration * 1000:.0f} ms: {len(waits)} concurrent inserts, "
+        f"purge of 31000 rows in {duration * 1000:.0f} ms: {len(waits)} concurrent writes, "
         f"worst wait {worst * 1000:.1f} ms"
     )
-    assert counts["requests"] == 20_000 and purger.batches >= 20
+    assert counts == {"requests": 20_000, "messages": 10_000, "conversations": 1_000}
+    assert purger.batches >= 20 + 10 + 1
     assert len(waits) >= 5, "the writer never ran while the purge did"
-    assert worst < 1.0, f"an insert waited {worst:.3f}s behind a purge batch"
+    assert worst < 1.0, f"a write waited {worst:.3f}s behind a purge batch"
     # and never for a large part of the purge: batched, the worst wait is about one batch (a
-    # twentieth); one 20,000-row delete held SQLite's inserts for most of it (138 of 219 ms here,
+    # thirtieth); one 20,000-row delete held SQLite's inserts for most of it (138 of 219 ms here,
     # RETENTION_TEST_BATCH=20000). Postgres inserts never wait for deletes of other rows.
     assert worst < max(duration / 4, 0.05), (worst, duration)
+    state = await _state(app)
+    assert state["conversations"] == {"young"} and state["messages"] == len(waits)
     async with app.state.session_factory() as session:
-        young = (await session.execute(select(func.count(RequestLog.id)))).scalar_one()
-    assert young == len(waits)  # every concurrent insert is there, none purged
+        usage = (await session.execute(select(func.count(RequestLog.id)))).scalar_one()
+    assert usage == len(waits)  # every concurrent write is there, none purged
 
 
 def test_settings_bounds(tmp_path: Path) -> None:
