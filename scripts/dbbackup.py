@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -49,6 +50,7 @@ from typing import IO
 from urllib.parse import unquote, urlsplit
 
 PG_MAGIC = b"PGDMP"
+_BACKUP_NAME = re.compile(r"gateway-(\d{8}T\d{6}Z)(?:-(\d+))?\.(?:pgdump|sqlite3)")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # the tables whose counts the refusal message names (the others are counted all the same)
 SUMMARY_TABLES = ("users", "conversations", "messages", "requests")
@@ -299,12 +301,24 @@ def backup(args: argparse.Namespace) -> Path:
         "row_counts": counts,
     }
     final.with_name(final.name + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if args.keep > 0:
+        _prune(out, args.keep)
     info(
         f"backup of {engine} written ({final.stat().st_size} bytes; "
         + ", ".join(f"{counts.get(t, 0)} {t}" for t in SUMMARY_TABLES)
         + ")"
     )
     return final
+
+
+def _prune(out: Path, keep: int) -> None:
+    """Keep the newest `keep` complete backups in `out` (names sort by their UTC time)."""
+    named = ((_BACKUP_NAME.fullmatch(p.name), p) for p in out.iterdir())
+    backups = sorted(((m.group(1), int(m.group(2) or 0)), p) for m, p in named if m and p.is_file())
+    for _, old in backups[:-keep]:
+        for path in (old, old.with_name(old.name + ".sha256"), old.with_name(old.name + ".json")):
+            path.unlink(missing_ok=True)
+        info(f"removed the old backup {old.name} (BACKUP_KEEP={keep})")
 
 
 def _backup_sqlite(source: Path, partial: Path) -> tuple[dict[str, int], str | None]:
@@ -551,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--compose-cmd", default="docker compose", help="how to call compose")
         if name == "backup":
             p.add_argument("--out", required=True, help="the folder of the backups")
+            p.add_argument("--keep", type=int, default=0, help="keep the newest N (0: all)")
         else:
             p.add_argument("file")
             p.add_argument("--yes", action="store_true", help="replace a non-empty database")

@@ -344,3 +344,23 @@ async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) 
         }  # fmt: skip
     finally:
         await drop_pg_database(url)
+
+
+async def test_backup_keep_prunes_the_oldest(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'keep.db'}"
+    await _some_data(url, tmp_path)
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # not a backup: never touched
+    made = []
+    for _ in range(3):
+        rc, stdout, stderr = await _script(
+            "backup.sh", url, "--out", str(out), env_extra={"BACKUP_KEEP": "2"}
+        )
+        assert rc == 0, stderr
+        made.append(Path(stdout.strip().splitlines()[-1]))
+    left = sorted(p.name for p in out.iterdir())
+    expected = sorted(
+        [b.name + sfx for b in made[1:] for sfx in ("", ".sha256", ".json")] + ["notes.txt"]
+    )
+    assert left == expected
