@@ -261,9 +261,10 @@ async def test_batches_never_block_a_concurrent_writer_for_long(app: FastAPI) ->
     assert len(waits) >= 5, "the writer never ran while the purge did"
     assert worst < 1.0, f"a write waited {worst:.3f}s behind a purge batch"
     # and never for a large part of the purge: batched, the worst wait is about one batch (a
-    # thirtieth); one 20,000-row delete held SQLite's inserts for most of it (138 of 219 ms here,
-    # RETENTION_TEST_BATCH=20000). Postgres inserts never wait for deletes of other rows.
-    assert worst < max(duration / 4, 0.05), (worst, duration)
+    # thirtieth of it). RETENTION_TEST_BATCH=20000 (one transaction per table) fails the batch
+    # count above; its SQLite writes waited 82-138 ms of a 150-400 ms purge here. Postgres
+    # writes never wait for deletes of other rows.
+    assert worst < max(duration / 3, 0.05), (worst, duration)
     state = await _state(app)
     assert state["conversations"] == {"young"} and state["messages"] == len(waits)
     async with app.state.session_factory() as session:
