@@ -414,11 +414,43 @@ def restore(args: argparse.Namespace) -> None:
     if isinstance(target, Path):
         if head != SQLITE_MAGIC:
             raise Failure(f"{file.name} is not a SQLite backup, and the target is SQLite", 3)
-        _restore_sqlite(file, target, args.yes, manifest, args.check_only)
+        _restore_sqlite(file, target, args.yes, manifest, args.check_only, args.migrations)
     else:
         if not head.startswith(PG_MAGIC):
             raise Failure(f"{file.name} is not a pg_dump archive, and the target is Postgres", 3)
-        _restore_postgres(file, target, args.yes, manifest, args.check_only)
+        _restore_postgres(file, target, args.yes, manifest, args.check_only, args.migrations)
+
+
+def _check_revision(file: Path, revision: str | None, migrations: str | None) -> None:
+    """The backup's schema revision must be one this release's migrations know: a backup from a
+    newer release cannot be migrated "to head" by an older one."""
+    if revision is None:
+        raise Failure(f"{file.name} holds no gateway schema (no alembic_version row)", 3)
+    if not migrations:
+        return
+    pattern = re.compile(r'^revision(?::\s*str)?\s*=\s*["\']([^"\']+)["\']', re.MULTILINE)
+    known = {
+        m.group(1)
+        for path in Path(migrations).glob("*.py")
+        for m in pattern.finditer(path.read_text(encoding="utf-8"))
+    }
+    if revision not in known:
+        raise Failure(
+            f"{file.name} is at schema revision {revision}, which this release does not know "
+            "(a backup from a newer release?): restore it with that release. Nothing was changed.",
+            3,
+        )
+
+
+def _script_revision(script: Path) -> str | None:
+    """The alembic_version row in pg_restore's SQL (a COPY block)."""
+    with script.open(encoding="utf-8", errors="replace") as f:
+        lines = iter(f)
+        for line in lines:
+            if line.startswith("COPY public.alembic_version "):
+                row = next(lines, "\\.").rstrip("\n")
+                return None if row == "\\." else row.split("\t")[0]
+    return None
 
 
 def _refuse(label: str, counts: dict[str, int]) -> Failure:
@@ -430,7 +462,12 @@ def _refuse(label: str, counts: dict[str, int]) -> Failure:
 
 
 def _restore_sqlite(
-    file: Path, target: Path, yes: bool, manifest: dict[str, object], check_only: bool
+    file: Path,
+    target: Path,
+    yes: bool,
+    manifest: dict[str, object],
+    check_only: bool,
+    migrations: str | None,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         staged = Path(tmp) / "staged.sqlite3"
@@ -443,8 +480,7 @@ def _restore_sqlite(
                 raise Failure(f"{file.name} is not a readable SQLite database ({exc})", 3) from exc
             if check != "ok":
                 raise Failure(f"{file.name} fails SQLite's integrity check: {check}", 3)
-            if sqlite_revision(src) is None:
-                raise Failure(f"{file.name} holds no gateway schema (no alembic_version)", 3)
+            _check_revision(file, sqlite_revision(src), migrations)
             if target.exists() and target.stat().st_size > 0:
                 existing = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=30)
                 try:
@@ -493,7 +529,12 @@ $clear$;
 
 
 def _restore_postgres(
-    file: Path, pg: Postgres, yes: bool, manifest: dict[str, object], check_only: bool
+    file: Path,
+    pg: Postgres,
+    yes: bool,
+    manifest: dict[str, object],
+    check_only: bool,
+    migrations: str | None,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         script = Path(tmp) / "restore.sql"
@@ -507,6 +548,7 @@ def _restore_postgres(
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip()
             raise Failure(f"{file.name} is not a readable pg_dump archive: {err}", 3)
+        _check_revision(file, _script_revision(script), migrations)
         session = Psql(pg)
         try:
             counts = pg_counts(session)
@@ -572,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--check-only", action="store_true", help="verify the file and the target only"
             )
+            p.add_argument("--migrations", help="the folder of the migrations (revision check)")
     args = parser.parse_args(argv)
     try:
         if args.command == "backup":

@@ -25,7 +25,7 @@ done
 source "$ROOT_DIR/scripts/db-target.sh"
 db_target
 
-restore() { (cd "$GATEWAY_DIR" && "$DB_PYTHON" "$ROOT_DIR/scripts/dbbackup.py" restore "${DB_ARGS[@]}" "${yes[@]}" "$@" "$file"); }
+restore() { (cd "$GATEWAY_DIR" && "$DB_PYTHON" "$ROOT_DIR/scripts/dbbackup.py" restore "${DB_ARGS[@]}" "${yes[@]}" --migrations "$GATEWAY_DIR/migrations/versions" "$@" "$file"); }
 # the file checked whole and the target's contents before anything is stopped or changed
 restore --check-only || exit $?
 

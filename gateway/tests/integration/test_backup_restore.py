@@ -364,3 +364,33 @@ async def test_backup_keep_prunes_the_oldest(tmp_path: Path) -> None:
         [b.name + sfx for b in made[1:] for sfx in ("", ".sha256", ".json")] + ["notes.txt"]
     )
     assert left == expected
+
+
+async def test_restore_refuses_a_backup_from_a_newer_release(
+    database_url: str, fresh_url: str, tmp_path: Path
+) -> None:
+    """A backup whose schema revision this release's migrations do not know is refused before
+    the target is touched (migrating it "to head" would fail after replacing the data)."""
+    if database_url.startswith("sqlite"):
+        source = f"sqlite+aiosqlite:///{tmp_path / 'newer.db'}"
+    else:
+        source = await create_pg_database("gw_newer")
+    try:
+        await _some_data(source, tmp_path)
+        engine = create_engine(make_settings(source, tmp_path), source)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE alembic_version SET version_num = 'f999'"))
+        finally:
+            await engine.dispose()
+        rc, stdout, stderr = await _script("backup.sh", source, "--out", str(tmp_path / "b"))
+        assert rc == 0, stderr
+        backup = Path(stdout.strip().splitlines()[-1])
+        await _some_data(fresh_url, tmp_path)
+        untouched = await _rows(fresh_url, tmp_path)
+        rc, _, stderr = await _script("restore.sh", fresh_url, str(backup), "--yes")
+        assert rc == 3 and "revision f999" in stderr and "does not know" in stderr, stderr
+        assert await _rows(fresh_url, tmp_path) == untouched
+    finally:
+        if not source.startswith("sqlite"):
+            await drop_pg_database(source)
