@@ -571,26 +571,31 @@ def _restore_postgres(
 
 def _apply_in_one_transaction(pg: Postgres, script: Path) -> None:
     argv = pg.argv("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1")
-    proc = subprocess.Popen(  # noqa: S603 - our own argv
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=pg.run_env(),
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stderr is not None
-    stdin: IO[bytes] = proc.stdin
-    try:
-        stdin.write(b"BEGIN;\n" + _PG_CLEAR.encode())
-        with script.open("rb") as f:
-            shutil.copyfileobj(f, stdin)
-        # reached only when the whole script was sent: a psql that stopped on an error never
-        # sees it, and its connection closing rolls everything back
-        stdin.write(b"\nCOMMIT;\n")
-    except BrokenPipeError:
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            stdin.close()
-    err = proc.stderr.read().decode(errors="replace").strip()
-    if proc.wait() != 0:
+    # stderr to a file, not a pipe: notices nobody reads could otherwise fill the pipe and stall
+    # psql while this process is still writing the script to it
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(  # noqa: S603 - our own argv
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+            env=pg.run_env(),
+        )  # fmt: skip
+        assert proc.stdin is not None
+        stdin: IO[bytes] = proc.stdin
+        try:
+            stdin.write(b"BEGIN;\nSET client_min_messages = warning;\n" + _PG_CLEAR.encode())
+            with script.open("rb") as f:
+                shutil.copyfileobj(f, stdin)
+            # reached only when the whole script was sent: a psql that stopped on an error never
+            # sees it, and its connection closing rolls everything back
+            stdin.write(b"\nCOMMIT;\n")
+        except BrokenPipeError:
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()
+    if code != 0:
         raise Failure(f"the restore failed and was rolled back (nothing changed): {err}")
 
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -394,3 +395,31 @@ async def test_restore_refuses_a_backup_from_a_newer_release(
     finally:
         if not source.startswith("sqlite"):
             await drop_pg_database(source)
+
+
+async def test_a_failure_while_applying_the_dump_rolls_everything_back(tmp_path: Path) -> None:
+    """The tables are dropped and the dump applied in one psql transaction: a statement failing
+    half-way (here after the drops) leaves the database exactly as it was."""
+    import importlib.util
+
+    from tests.conftest import require_postgres
+
+    require_postgres()
+    spec = importlib.util.spec_from_file_location("dbbackup", REPO_DIR / "scripts" / "dbbackup.py")
+    assert spec is not None and spec.loader is not None
+    dbbackup = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dbbackup", dbbackup)  # its dataclasses look their module up
+    spec.loader.exec_module(dbbackup)
+    url = await create_pg_database("gw_rollback")
+    try:
+        await _some_data(url, tmp_path)
+        before = await _rows(url, tmp_path)
+        script = tmp_path / "bad.sql"
+        script.write_text("CREATE TABLE public.half (id int);\nSELECT 1/0;\n")
+        with pytest.raises(dbbackup.Failure, match="rolled back"):
+            await asyncio.to_thread(
+                dbbackup._apply_in_one_transaction, dbbackup.postgres_from_url(url), script
+            )
+        assert await _rows(url, tmp_path) == before
+    finally:
+        await drop_pg_database(url)
