@@ -423,3 +423,45 @@ async def test_a_failure_while_applying_the_dump_rolls_everything_back(tmp_path:
         assert await _rows(url, tmp_path) == before
     finally:
         await drop_pg_database(url)
+
+
+async def test_an_older_backup_is_migrated_to_head(
+    database_url: str, fresh_url: str, tmp_path: Path
+) -> None:
+    """A backup taken at an older schema revision (0006) is restored and migrated to head."""
+    from app.db.migrate import migrate
+
+    if database_url.startswith("sqlite"):
+        source = f"sqlite+aiosqlite:///{tmp_path / 'older.db'}"
+    else:
+        source = await create_pg_database("gw_older")
+    try:
+        engine = create_engine(make_settings(source, tmp_path), source)
+        try:
+            await migrate(engine, "0006")
+        finally:
+            await engine.dispose()
+        rc, stdout, stderr = await _script("backup.sh", source, "--out", str(tmp_path / "b"))
+        assert rc == 0, stderr
+        backup = Path(stdout.strip().splitlines()[-1])
+        assert (
+            json.loads(backup.with_name(backup.name + ".json").read_text())["alembic_revision"]
+            == "0006"
+        )
+        rc, _, stderr = await _script("restore.sh", fresh_url, str(backup))
+        assert rc == 0, stderr
+        engine = create_engine(make_settings(fresh_url, tmp_path), fresh_url)
+        try:
+            async with engine.connect() as conn:
+                revision = await conn.execute(text("SELECT version_num FROM alembic_version"))
+                head = revision.scalar_one()
+        finally:
+            await engine.dispose()
+        from alembic.script import ScriptDirectory
+
+        from app.db.migrate import alembic_config
+
+        assert head == ScriptDirectory.from_config(alembic_config()).get_current_head() != "0006"
+    finally:
+        if not source.startswith("sqlite"):
+            await drop_pg_database(source)
