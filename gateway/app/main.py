@@ -42,9 +42,11 @@ from app.services.chat_store import ChatStore
 from app.services.chat_writer import ChatWriter
 from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle, login_storage
+from app.services.periodic import Periodic
 from app.services.principal_cache import PrincipalCache
 from app.services.rate_limiter import RateLimiter
 from app.services.redis_client import connect_redis
+from app.services.retention import RetentionPurger
 from app.services.upstream import UpstreamClient
 from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
@@ -144,6 +146,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.health = health_checker
         model_manager.on_retarget.append(health_checker.retarget)
         await model_manager.start()
+        if settings.retention_days > 0:
+            purger = RetentionPurger(
+                engine, settings.retention_days, batch_size=settings.retention_batch_size
+            )
+            app.state.retention = Periodic(
+                "retention",
+                settings.retention_interval_s,
+                purger.purge,
+                acting=lambda: app.state.model_manager.acting,
+            )
+            app.state.retention.start()
         log.info(
             "gateway started",
             version=__version__,
@@ -152,6 +165,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
+        retention = getattr(app.state, "retention", None)
+        if retention is not None:
+            await retention.stop()  # a batch in flight rolls back; the next run redoes it
         watch = getattr(app.state, "shutdown_watch", None)
         if watch is not None:
             watch.uninstall()

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     usage_flush_interval_ms: int = Field(default=500, ge=10)
     usage_queue_max: int = Field(default=100_000, ge=100)
 
+    # --- retention (the acting process purges; 0 days keeps everything) ---------------------
+    retention_days: int = Field(default=0, ge=0, le=36_500)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=10_000)  # ids bound per statement
+
     # --- metrics ----------------------------------------------------------------------------------
     metrics_token: str | None = None
     metrics_allow_networks: Annotated[list[str], NoDecode] = Field(

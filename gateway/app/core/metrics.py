@@ -76,6 +76,14 @@ MODEL_SERVER_RESTARTS = Counter(
 MODEL_UP = Gauge(
     "gateway_model_up", "1 while the managed model server answers", multiprocess_mode="max"
 )
+RETENTION_PURGED = Counter(
+    "gateway_retention_purged_rows_total", "Rows deleted by the RETENTION_DAYS purge", ["table"]
+)
+RETENTION_LAST_RUN = Gauge(
+    "gateway_retention_last_run_timestamp_seconds",
+    "When the retention purge last finished (Unix time)",
+    multiprocess_mode="max",
+)
 GPU_UTILIZATION = Gauge(
     "gpu_utilization_percent",
     "GPU utilization at the last probe",

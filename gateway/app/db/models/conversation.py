@@ -18,6 +18,8 @@ class Conversation(Base):
     __table_args__ = (
         # the sidebar query: a user's conversations, most recently active first
         Index("ix_conversations_user_id_updated_at", "user_id", "updated_at"),
+        # the retention purge: conversations by last activity, whoever owns them
+        Index("ix_conversations_updated_at", "updated_at"),
     )
 
     # opaque ids: nothing to enumerate, and they travel in headers and URLs

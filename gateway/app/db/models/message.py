@@ -13,6 +13,8 @@ class Message(Base):
     __table_args__ = (
         CheckConstraint("role IN ('system', 'user', 'assistant')", name="role_valid"),
         Index("ix_messages_conversation_id_created_at", "conversation_id", "created_at"),
+        # deleting a message finds its variants (ON DELETE CASCADE) without a scan
+        Index("ix_messages_variant_of", "variant_of"),
         {"sqlite_autoincrement": True},
     )
 

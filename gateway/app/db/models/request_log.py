@@ -15,6 +15,8 @@ class RequestLog(Base):
     __table_args__ = (
         Index("ix_requests_user_id_created_at", "user_id", "created_at"),
         Index("ix_requests_created_at", "created_at"),
+        # deleting a conversation sets its usage rows' link to NULL without a scan
+        Index("ix_requests_conversation_id", "conversation_id"),
         {"sqlite_autoincrement": True},
     )
 
