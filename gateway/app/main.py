@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import structlog
@@ -30,7 +31,7 @@ from app.api.routes import (
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
-from app.core.metrics import mark_process_dead
+from app.core.metrics import REDIS_UP, USAGE_QUEUE_CAPACITY, mark_process_dead
 from app.core.middleware import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.shutdown import ShutdownWatch
@@ -42,6 +43,7 @@ from app.services.chat_store import ChatStore
 from app.services.chat_writer import ChatWriter
 from app.services.health import HealthChecker
 from app.services.login_throttle import LoginThrottle, login_storage
+from app.services.periodic import Periodic
 from app.services.principal_cache import PrincipalCache
 from app.services.rate_limiter import RateLimiter
 from app.services.redis_client import connect_redis
@@ -50,6 +52,23 @@ from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
 
 log = structlog.get_logger()
+
+REDIS_PROBE_INTERVAL_S = 10.0
+
+
+def _redis_probe(redis: Any, timeout_s: float) -> Periodic:
+    """`gateway_redis_up{store="redis"}`: every process pings the store it depends on."""
+    gauge = REDIS_UP.labels("redis")
+
+    async def ping() -> None:
+        try:
+            await asyncio.wait_for(redis.ping(), timeout_s)
+        except Exception:
+            gauge.set(0)
+            raise
+        gauge.set(1)
+
+    return Periodic("redis-probe", REDIS_PROBE_INTERVAL_S, ping)
 
 
 async def _migrate_when_reachable(engine: AsyncEngine, settings: Settings) -> None:
@@ -106,6 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage_recorder = UsageRecorder(session_factory, settings)
         await usage_recorder.start()
         app.state.usage_recorder = usage_recorder
+        USAGE_QUEUE_CAPACITY.set(settings.usage_queue_max)
         upstream = UpstreamClient(settings)
         await upstream.start()
         app.state.upstream = upstream
@@ -144,6 +164,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.health = health_checker
         model_manager.on_retarget.append(health_checker.retarget)
         await model_manager.start()
+        if redis is not None:
+            app.state.redis_probe = _redis_probe(redis, settings.health_probe_timeout_s)
+            app.state.redis_probe.start()
         log.info(
             "gateway started",
             version=__version__,
@@ -152,6 +175,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
+        redis_probe = getattr(app.state, "redis_probe", None)
+        if redis_probe is not None:
+            await redis_probe.stop()
         watch = getattr(app.state, "shutdown_watch", None)
         if watch is not None:
             watch.uninstall()

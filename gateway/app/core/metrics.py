@@ -92,6 +92,19 @@ GPU_MEMORY_TOTAL = Gauge(
     "gpu_memory_total_bytes", "GPU memory size", ["gpu"], multiprocess_mode="max"
 )
 
+# --- observability pack (issue 16): what the alert rules in monitoring/ need -------------------
+REDIS_UP = Gauge(
+    "gateway_redis_up",
+    "1 while the shared store answers PING (sampled every few seconds; only when REDIS_URL is set)",
+    ["store"],
+    multiprocess_mode="livemin",
+)
+USAGE_QUEUE_CAPACITY = Gauge(
+    "gateway_usage_queue_capacity",
+    "Usage rows the queue holds before rows are dropped (USAGE_QUEUE_MAX)",
+    multiprocess_mode="livesum",
+)
+
 
 def multiprocess_mode() -> bool:
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ
