@@ -35,6 +35,7 @@ from app.core.metrics import REDIS_UP, USAGE_QUEUE_CAPACITY, mark_process_dead
 from app.core.middleware import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.shutdown import ShutdownWatch
+from app.core.tracing import setup_tracing, shutdown_tracing
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.model_manager.manager import ModelManager
@@ -200,6 +201,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
+        await asyncio.to_thread(shutdown_tracing, getattr(app.state, "tracer_provider", None))
         mark_process_dead(os.getpid())  # this worker's live gauges leave the sums
         log.info("gateway stopped")
 
@@ -260,4 +262,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the relay endpoints first: the router tries routes in order and these are the hot path
     app.router.routes[0:0] = chat.relay_routes()
     install_openapi(app)
+    app.state.tracer_provider = setup_tracing(app, settings)
     return app

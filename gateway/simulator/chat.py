@@ -49,10 +49,12 @@ class ChatCompletions:
         try:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:
-            stats.record(request.body.decode("utf-8", "replace"), request_id)
+            stats.record(
+                request.body.decode("utf-8", "replace"), request_id, request.header(b"traceparent")
+            )
             self._reject(conn, 400, f"JSON decode error: {exc}")
             return None
-        stats.record(body, request_id)
+        stats.record(body, request_id, request.header(b"traceparent"))
         try:
             plan = self._plan(body, request, request_id)
         except BadRequest as exc:

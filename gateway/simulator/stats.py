@@ -93,7 +93,7 @@ class Stats:
     )
 
     def __init__(self, max_num_seqs: int = 256, kv_cache_tokens: int = 65536) -> None:
-        self.history: deque[tuple[float, str | None, Any]] = deque(maxlen=HISTORY_SIZE)
+        self.history: deque[tuple[float, str | None, Any, str | None]] = deque(maxlen=HISTORY_SIZE)
         self.active_requests = 0
         self.active_streams = 0
         self.kv_tokens_in_use = 0
@@ -147,9 +147,9 @@ class Stats:
             # the last token is always computed again (vLLM never serves a whole prompt from cache)
             self.prefix_cache_hits += min(count_prompt_tokens(messages[:cached]), prompt_tokens - 1)
 
-    def record(self, body: Any, request_id: str | None) -> None:
+    def record(self, body: Any, request_id: str | None, traceparent: str | None = None) -> None:
         self.requests_total += 1
-        self.history.append((time.time(), request_id, body))
+        self.history.append((time.time(), request_id, body, traceparent))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -167,7 +167,8 @@ class Stats:
 
     def requests(self) -> list[dict[str, Any]]:
         return [
-            {"received_at": at, "request_id": rid, "body": body} for at, rid, body in self.history
+            {"received_at": at, "request_id": rid, "body": body, "traceparent": parent}
+            for at, rid, body, parent in self.history
         ]
 
     def prometheus(self, model: str) -> bytes:

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # the acting process probes the GPUs this often for the gpu_* gauges (0: only on demand)
     gpu_sample_interval_s: float = Field(default=15.0, ge=0)
 
+    # --- tracing (OpenTelemetry; off unless an OTLP/HTTP endpoint is set) ------------------
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "vllm-chat-gateway"
+
     # --- chat proxy -------------------------------------------------------------------------
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_first_token_timeout_s: float = Field(default=120.0, gt=0)
