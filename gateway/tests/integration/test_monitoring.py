@@ -144,6 +144,24 @@ def test_compose_profile_pins_images_and_mounts_the_pack() -> None:
                 assert (REPO_DIR / source).exists(), source
 
 
+def test_compose_monitoring_profile_resolves() -> None:
+    """The real Compose v2 binary: the profile's services exist only with the profile, Prometheus
+    has its fixed address and the gateway lets that address read /metrics."""
+    from tests.integration.test_compose import compose
+
+    result = compose("--profile", "monitoring", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    prometheus_ip = services["prometheus"]["networks"]["default"]["ipv4_address"]
+    allowed = services["gateway"]["environment"]["METRICS_ALLOW_NETWORKS"].split(",")
+    assert f"{prometheus_ip}/32" in allowed and "127.0.0.1/32" in allowed
+    assert services["grafana"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert services["prometheus"]["ports"][0]["host_ip"] == "127.0.0.1"
+    plain = json.loads(compose("config", "--format", "json").stdout)["services"]
+    assert "prometheus" not in plain and "grafana" not in plain
+
+
 # ------------------------------------------------------------------------- the live scrape
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every panel target, Grafana's variables filled in."""
