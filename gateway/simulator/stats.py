@@ -17,8 +17,6 @@ from typing import Any
 
 import orjson
 
-from simulator.answers import count_prompt_tokens
-
 HISTORY_SIZE = 100
 PREFIX_CACHE_ENTRIES = 20_000
 # vLLM's buckets (vllm/v1/metrics/loggers.py)
@@ -132,20 +130,26 @@ class Stats:
             return
         digest = hashlib.blake2b(digest_size=16)
         cached = 0
+        cached_bytes = total_bytes = 0
         seen = self.prefix_seen
         for index, message in enumerate(messages):
-            digest.update(orjson.dumps(message))
+            encoded = orjson.dumps(message)
+            total_bytes += len(encoded)
+            digest.update(encoded)
             key = digest.digest()
             if key in seen and cached == index:
                 seen.move_to_end(key)
                 cached = index + 1
+                cached_bytes = total_bytes
             else:
                 seen[key] = None
         while len(seen) > PREFIX_CACHE_ENTRIES:
             seen.popitem(last=False)
         if cached:
-            # the last token is always computed again (vLLM never serves a whole prompt from cache)
-            self.prefix_cache_hits += min(count_prompt_tokens(messages[:cached]), prompt_tokens - 1)
+            # the prompt's tokens in proportion to the cached messages' size (no second
+            # tokenizer pass); the last token is always computed again, as in vLLM
+            share = prompt_tokens * cached_bytes // max(total_bytes, 1)
+            self.prefix_cache_hits += min(share, prompt_tokens - 1)
 
     def record(self, body: Any, request_id: str | None, traceparent: str | None = None) -> None:
         self.requests_total += 1
