@@ -438,7 +438,11 @@ async def test_prometheus_scrapes_gateway_and_vllm_and_every_panel_has_data(
             assert all(rule["health"] == "ok" for rule in rules), rules
             assert {r["name"] for r in rules if r["type"] == "alerting"} >= {"RedisDown"}
 
-            # a picture of the dashboard from these data (Grafana itself cannot run here)
+            # a picture of the dashboard from these data (Grafana itself cannot run here), in
+            # Debian's Chromium as the web UI's end-to-end tests use it
+            if not any(map(shutil.which, ("chromium", "chromium-browser"))):
+                with contextlib.suppress(subprocess.SubprocessError, OSError):
+                    await asyncio.to_thread(apt_install, "chromium", "fonts-dejavu-core")
             out = Path(os.environ.get("DASHBOARD_PNG", tmp_path / "dashboard.png"))
             render = await asyncio.to_thread(
                 subprocess.run,
