@@ -61,7 +61,13 @@ def setup_tracing(app: FastAPI, settings: Settings) -> Any | None:
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=10))
     )
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=EXCLUDED_URLS)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=EXCLUDED_URLS,
+        # no span per ASGI message: a streamed answer would export one per SSE chunk
+        exclude_spans=["receive", "send"],
+    )
 
     def tag_request_id(request_id: str) -> None:
         span = trace.get_current_span()

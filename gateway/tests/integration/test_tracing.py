@@ -123,6 +123,8 @@ async def test_spans_reach_the_collector_and_the_model_server_gets_traceparent(
     ui_trace = seen[ui_request_id].split("-")[1]
     [ui_span] = [s for s in receiver.spans if s["attributes"].get("request_id") == ui_request_id]
     assert ui_trace == ui_span["trace_id"] != trace_id
+    # a streamed answer is one span, not one per SSE chunk
+    assert [s["trace_id"] for s in receiver.spans].count(ui_trace) == 1
 
 
 async def test_without_an_endpoint_no_header_and_no_sdk(start_gateway: Any, simulator: Any) -> None:
