@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import structlog
@@ -30,10 +31,11 @@ from app.api.routes import (
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
-from app.core.metrics import mark_process_dead
+from app.core.metrics import REDIS_UP, USAGE_QUEUE_CAPACITY, mark_process_dead
 from app.core.middleware import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.shutdown import ShutdownWatch
+from app.core.tracing import setup_tracing, shutdown_tracing
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
 from app.model_manager.manager import ModelManager
@@ -52,6 +54,23 @@ from app.services.usage_recorder import UsageRecorder
 from app.services.users import StartupRefused, ensure_initial_accounts
 
 log = structlog.get_logger()
+
+REDIS_PROBE_INTERVAL_S = 10.0
+
+
+def _redis_probe(redis: Any, timeout_s: float) -> Periodic:
+    """`gateway_redis_up{store="redis"}`: every process pings the store it depends on."""
+    gauge = REDIS_UP.labels("redis")
+
+    async def ping() -> None:
+        try:
+            await asyncio.wait_for(redis.ping(), timeout_s)
+        except Exception:
+            gauge.set(0)
+            raise
+        gauge.set(1)
+
+    return Periodic("redis-probe", REDIS_PROBE_INTERVAL_S, ping)
 
 
 async def _migrate_when_reachable(engine: AsyncEngine, settings: Settings) -> None:
@@ -108,6 +127,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage_recorder = UsageRecorder(session_factory, settings)
         await usage_recorder.start()
         app.state.usage_recorder = usage_recorder
+        USAGE_QUEUE_CAPACITY.set(settings.usage_queue_max)
         upstream = UpstreamClient(settings)
         await upstream.start()
         app.state.upstream = upstream
@@ -157,6 +177,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 acting=lambda: app.state.model_manager.acting,
             )
             app.state.retention.start()
+        if redis is not None:
+            app.state.redis_probe = _redis_probe(redis, settings.health_probe_timeout_s)
+            app.state.redis_probe.start()
         log.info(
             "gateway started",
             version=__version__,
@@ -168,6 +191,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention = getattr(app.state, "retention", None)
         if retention is not None:
             await retention.stop()  # a batch in flight rolls back; the next run redoes it
+        redis_probe = getattr(app.state, "redis_probe", None)
+        if redis_probe is not None:
+            await redis_probe.stop()
         watch = getattr(app.state, "shutdown_watch", None)
         if watch is not None:
             watch.uninstall()
@@ -190,6 +216,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
+        await asyncio.to_thread(shutdown_tracing, getattr(app.state, "tracer_provider", None))
         mark_process_dead(os.getpid())  # this worker's live gauges leave the sums
         log.info("gateway stopped")
 
@@ -250,4 +277,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the relay endpoints first: the router tries routes in order and these are the hot path
     app.router.routes[0:0] = chat.relay_routes()
     install_openapi(app)
+    app.state.tracer_provider = setup_tracing(app, settings)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ class Plan:
     itl: float
     fault: FaultSpec
     extra_headers: bytes
+    received: float = 0.0  # time.monotonic() when the request arrived
 
 
 class ChatCompletions:
@@ -42,14 +44,17 @@ class ChatCompletions:
     # ------------------------------------------------------------------------ entry point
     def __call__(self, request: Request, conn: Connection) -> Coroutine[Any, Any, None] | None:
         stats = self.stats
+        received = time.monotonic()
         request_id = request.header(b"x-request-id")
         try:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:
-            stats.record(request.body.decode("utf-8", "replace"), request_id)
+            stats.record(
+                request.body.decode("utf-8", "replace"), request_id, request.header(b"traceparent")
+            )
             self._reject(conn, 400, f"JSON decode error: {exc}")
             return None
-        stats.record(body, request_id)
+        stats.record(body, request_id, request.header(b"traceparent"))
         try:
             plan = self._plan(body, request, request_id)
         except BadRequest as exc:
@@ -63,7 +68,9 @@ class ChatCompletions:
         if runtime.fail_rate > 0 and runtime.rng.random() < runtime.fail_rate:
             self._reject(conn, 500, "Simulated engine failure (fail_rate).")
             return None
+        plan.received = received
         stats.prompt_tokens_total += plan.prompt_tokens
+        stats.prefix_lookup(body.get("messages"), plan.prompt_tokens)
         if rich.wants_rich(body, runtime.reasoning):
             return self._rich(conn, plan, body)
         if plan.ttft > 0 or plan.itl > 0 or fault.disrupts:
@@ -80,6 +87,7 @@ class ChatCompletions:
                 self.settings.model, answer, plan.finish_reason, plan.prompt_tokens
             )
             conn.send(200, body, headers=plan.extra_headers)
+        stats.ttft.observe(time.monotonic() - received)
         self._finished(plan, len(plan.answer.tokens))
         return None
 
@@ -91,6 +99,7 @@ class ChatCompletions:
 
     def _finished(self, plan: Plan, tokens: int) -> None:
         stats = self.stats
+        stats.e2e_latency.observe(time.monotonic() - plan.received)
         stats.completed_total += 1
         stats.generation_tokens_total += tokens
         if plan.finish_reason == "length":
@@ -142,8 +151,10 @@ class ChatCompletions:
         loop = asyncio.get_running_loop()
         start = loop.time()
         sent = 0
+        kv = plan.prompt_tokens + count
         stats.active_requests += 1
         stats.active_streams += 1
+        stats.kv_tokens_in_use += kv
         try:
             conn.start_stream(plan.extra_headers)
             if fault.hang_first:
@@ -163,7 +174,11 @@ class ChatCompletions:
                     await asyncio.sleep(delay)
                 last = index == count - 1
                 chunk = frames.token(encoded[index], plan.finish_reason if last else None)
-                conn.write_chunk(frames.role() + chunk if index == 0 else chunk)
+                if index == 0:
+                    conn.write_chunk(frames.role() + chunk)
+                    stats.ttft.observe(time.monotonic() - plan.received)
+                else:
+                    conn.write_chunk(chunk)
                 sent += 1
                 await conn.drain()
             tail = DONE
@@ -180,6 +195,7 @@ class ChatCompletions:
             stats.generation_tokens_total += sent
             stats.active_requests -= 1
             stats.active_streams -= 1
+            stats.kv_tokens_in_use -= kv
 
     async def _whole(self, conn: Connection, plan: Plan) -> None:
         stats = self.stats
@@ -195,7 +211,9 @@ class ChatCompletions:
                 if delay > 0:
                     await asyncio.sleep(delay)
 
+        kv = plan.prompt_tokens + count
         stats.active_requests += 1
+        stats.kv_tokens_in_use += kv
         try:
             if fault.hang_first:
                 await _forever()
@@ -212,6 +230,7 @@ class ChatCompletions:
                 self.settings.model, plan.answer, plan.finish_reason, plan.prompt_tokens
             )
             conn.send(200, body, headers=plan.extra_headers)
+            stats.ttft.observe(time.monotonic() - plan.received)
             self._finished(plan, count)
         except asyncio.CancelledError:
             stats.aborted_total += 1
@@ -220,6 +239,7 @@ class ChatCompletions:
             stats.aborted_total += 1
         finally:
             stats.active_requests -= 1
+            stats.kv_tokens_in_use -= kv
 
     # ------------------------------------------------------------ reasoning, tools, n, logprobs
     def _rich(
@@ -242,6 +262,7 @@ class ChatCompletions:
         tokens = full.completion_tokens()
         if not plan.stream:
             conn.send(200, full.body(), headers=plan.extra_headers)
+            self.stats.ttft.observe(time.monotonic() - plan.received)
             self._finished(plan, tokens)
             return None
         return self._paced(conn, plan, full.events(plan.include_usage), tokens)
@@ -251,8 +272,10 @@ class ChatCompletions:
         stats = self.stats
         loop = asyncio.get_running_loop()
         start = loop.time()
+        kv = plan.prompt_tokens + tokens
         stats.active_requests += 1
         stats.active_streams += 1
+        stats.kv_tokens_in_use += kv
         try:
             conn.start_stream(plan.extra_headers)
             for index, event in enumerate(events):
@@ -260,6 +283,8 @@ class ChatCompletions:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 conn.write_chunk(event)
+                if index == 0:
+                    stats.ttft.observe(time.monotonic() - plan.received)
                 await conn.drain()
             conn.end_stream(DONE)
             self._finished(plan, tokens)
@@ -271,6 +296,7 @@ class ChatCompletions:
         finally:
             stats.active_requests -= 1
             stats.active_streams -= 1
+            stats.kv_tokens_in_use -= kv
 
     # ------------------------------------------------------------------- /v1/completions
     def completions(self, request: Request, conn: Connection) -> Coroutine[Any, Any, None] | None:

@@ -22,6 +22,9 @@ class Settings:
     model: str = "simulator-model"
     max_model_len: int = 4096
     startup_delay_s: float = 0.0  # like vLLM loading weights: nothing listens until it ends
+    # /metrics: requests past this many are reported waiting; the KV cache holds this many tokens
+    max_num_seqs: int = 256
+    kv_cache_tokens: int = 65536
 
 
 @dataclass(slots=True)
@@ -177,6 +180,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Runtime]:
     parser.add_argument("--fault", type=_fault, default="", help="fault spec for every request")
     parser.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
     parser.add_argument(
+        "--max-num-seqs",
+        type=_positive_int,
+        default=256,
+        help="/metrics: requests beyond this many are reported waiting (vllm:num_requests_waiting)",
+    )
+    parser.add_argument(
+        "--kv-cache-tokens",
+        type=_positive_int,
+        default=65536,
+        help="/metrics: KV cache size in tokens (vllm:kv_cache_usage_perc)",
+    )
+    parser.add_argument(
         "--startup-delay-s", type=_non_negative, default=0.0, help="wait before listening"
     )
     parser.add_argument(
@@ -195,6 +210,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Runtime]:
         model=args.model,
         max_model_len=args.max_model_len,
         startup_delay_s=args.startup_delay_s,
+        max_num_seqs=args.max_num_seqs,
+        kv_cache_tokens=args.kv_cache_tokens,
     )
     runtime = Runtime(
         ttft_ms=args.ttft_ms,

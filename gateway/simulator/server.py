@@ -30,7 +30,7 @@ class App:
         self.settings = settings
         self.runtime = runtime
         self.initial_runtime = runtime.copy()
-        self.stats = Stats()
+        self.stats = Stats(settings.max_num_seqs, settings.kv_cache_tokens)
         self.connections: set[Connection] = set()
         self.created = int(time.time())
         self.chat = ChatCompletions(settings, runtime, self.stats)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     vllm_image: str = VLLM_IMAGE
     vllm_container_name: str = "vllm-server"
     gpu_probe: Literal["auto", "nvml", "nvidia-smi", "none"] = "auto"
+    # the acting process probes the GPUs this often for the gpu_* gauges (0: only on demand)
+    gpu_sample_interval_s: float = Field(default=15.0, ge=0)
+
+    # --- tracing (OpenTelemetry; off unless an OTLP/HTTP endpoint is set) ------------------
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "vllm-chat-gateway"
 
     # --- chat proxy -------------------------------------------------------------------------
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)

@@ -57,6 +57,8 @@ UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Model server failure
 RATE_LIMIT_REJECTIONS = Counter(
     "gateway_rate_limit_rejections_total", "Requests refused with 429", ["reason"]
 )
+for _reason in ("requests_per_minute", "streams", "tokens_per_day"):
+    RATE_LIMIT_REJECTIONS.labels(_reason)  # from 0, so rate() sees the first refusal
 RATE_LIMIT_STORE_ERRORS = Counter(
     "gateway_rate_limit_store_errors_total", "Rate-limit store (Redis) failures"
 )
@@ -65,6 +67,9 @@ USAGE_QUEUE_DEPTH = Gauge(
 )
 USAGE_ROWS_DROPPED = Counter("gateway_usage_rows_dropped_total", "Usage rows lost (must stay 0)")
 MODEL_SWITCHES = Counter("gateway_model_switches_total", "Model switches by outcome", ["outcome"])
+for _outcome in ("success", "rolled_back", "failed"):
+    # exported from 0, so increase() in Prometheus counts the first switch of each outcome too
+    MODEL_SWITCHES.labels(_outcome)
 MODEL_SWITCH_DURATION = Histogram(
     "gateway_model_switch_duration_seconds",
     "From the switch request to the new model answering (or the rollback ending)",
@@ -98,6 +103,19 @@ GPU_MEMORY_USED = Gauge(
 )
 GPU_MEMORY_TOTAL = Gauge(
     "gpu_memory_total_bytes", "GPU memory size", ["gpu"], multiprocess_mode="max"
+)
+
+# --- observability pack (issue 16): what the alert rules in monitoring/ need -------------------
+REDIS_UP = Gauge(
+    "gateway_redis_up",
+    "1 while the shared store answers PING (sampled every few seconds; only when REDIS_URL is set)",
+    ["store"],
+    multiprocess_mode="livemin",
+)
+USAGE_QUEUE_CAPACITY = Gauge(
+    "gateway_usage_queue_capacity",
+    "Usage rows the queue holds before rows are dropped (USAGE_QUEUE_MAX)",
+    multiprocess_mode="livesum",
 )
 
 

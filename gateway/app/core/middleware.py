@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import tracing
 from app.core.errors import PayloadTooLarge, error_response, response_for_unexpected
 from app.core.metrics import HTTP_DURATION, HTTP_REQUESTS
 from app.core.request_context import set_request_id
@@ -69,6 +70,8 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = _incoming_request_id(scope) or self._next_id()
         set_request_id(request_id)
+        if tracing.on_request_id is not None:
+            tracing.on_request_id(request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         fields: dict[str, Any] = state.setdefault("log", {})

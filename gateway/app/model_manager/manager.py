@@ -46,6 +46,7 @@ from app.model_manager.runtimes.base import LaunchFailed, LaunchSpec, Runtime
 from app.model_manager.runtimes.docker import DockerRuntime
 from app.model_manager.runtimes.external import ExternalRuntime
 from app.model_manager.runtimes.process import ProcessRuntime
+from app.services.periodic import Periodic
 from app.services.upstream import UpstreamClient
 
 log = structlog.get_logger()
@@ -154,6 +155,14 @@ class ModelManager:
         self._hardware: HardwareInfo | None = None
         self._hardware_at = 0.0
         self._hardware_lock = asyncio.Lock()
+        # the gpu_* gauges follow the GPUs between /api/models calls (SPEC §3); every process
+        # may probe on demand, only the acting one samples on the timer
+        self.gpu_sampler = Periodic(
+            "gpu-sample",
+            settings.gpu_sample_interval_s if settings.gpu_probe != "none" else 0.0,
+            self._sample_gpus,
+            acting=lambda: self.acting,
+        )
         url = URL(settings.vllm_base_url)
         self.host = url.host or "127.0.0.1"
         self.port = url.port or 8000
@@ -210,8 +219,10 @@ class ModelManager:
                 self.gate.close()  # chat waits for the first start instead of failing
                 self._task = asyncio.get_running_loop().create_task(self._bring_up(default))
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        self.gpu_sampler.start()
 
     async def stop(self) -> None:
+        await self.gpu_sampler.stop()
         for task in (self._supervisor, self._task):
             if task is not None and not task.done():
                 task.cancel()
@@ -296,6 +307,10 @@ class ModelManager:
             return hw
 
     # --- readiness ------------------------------------------------------------------------------
+    async def _sample_gpus(self) -> None:
+        # a sample younger than half the interval (an /api/models call just probed) is reused
+        await self.hardware_info(max_age_s=self.gpu_sampler.every_s / 2)
+
     async def _get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
         return await self.upstream.get_json(url, timeout_s)
 

@@ -21,6 +21,7 @@ import orjson
 import structlog
 from yarl import URL
 
+from app.core import tracing
 from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
 
@@ -268,6 +269,8 @@ class UpstreamClient:
         headers = {"Content-Type": "application/json"}
         if request_id:
             headers["X-Request-ID"] = request_id
+        if tracing.inject_headers is not None:
+            tracing.inject_headers(headers)  # traceparent: the model server continues the trace
         url = self.url(endpoint)
         try:
             try:

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import wait_until
 from tests.sim_process import SimProcess, start_simulator
 
 CHAT = "/v1/chat/completions"
@@ -100,7 +101,9 @@ async def test_health_version_models_metrics(client: httpx.AsyncClient) -> None:
         "simulator_aborted_total 0",
     ):
         assert series in text
-    assert re.search(r'vllm:generation_tokens_total\{model_name="simulator-model"\} 16\n', text)
+    assert re.search(
+        r'vllm:generation_tokens_total\{engine="0",model_name="simulator-model"\} 16\n', text
+    )
 
     assert (await client.get("/nope")).status_code == 404
     assert (await client.get(CHAT)).status_code == 405
@@ -522,3 +525,79 @@ async def test_embeddings_refuse_dimensions_above_the_model_size(client: httpx.A
     r = await client.post("/v1/embeddings", json={"input": "a", "dimensions": 2**31})
     assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
     assert time.monotonic() - started < 2
+
+
+# --------------------------------------------------------------- vLLM's /metrics under load
+def vllm_samples(text: str) -> dict[str, float]:
+    """`name{labels}` -> value of the vllm:* series (labels as rendered)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("vllm:"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+async def test_vllm_metrics_move_with_the_load(tmp_path: Path) -> None:
+    """Real vLLM names and labels; running/waiting split at --max-num-seqs, the KV cache fills
+    with the requests in flight and empties after, a repeated conversation prefix hits the
+    prefix cache, TTFT and end-to-end latency are observed into vLLM's buckets."""
+    proc = start_simulator(
+        tmp_path / "sim.log",
+        "--max-num-seqs", "2", "--kv-cache-tokens", "1000", "--ttft-ms", "1500",
+        "--itl-ms", "20", "--tokens", "10",
+    )  # fmt: skip
+    labels = f'{{engine="0",model_name="{MODEL}"}}'
+    try:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as client:
+            idle = vllm_samples((await client.get("/metrics")).text)
+            assert idle[f"vllm:num_requests_running{labels}"] == 0
+            assert idle[f"vllm:kv_cache_usage_perc{labels}"] == 0
+            history = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a"}]
+            tasks = [
+                asyncio.create_task(
+                    client.post(
+                        CHAT, json={"model": MODEL, "messages": history, "stream": n % 2 == 1}
+                    )
+                )
+                for n in range(5)
+            ]
+
+            async def busy() -> dict[str, float] | None:
+                s = vllm_samples((await client.get("/metrics")).text)
+                running = s[f"vllm:num_requests_running{labels}"]
+                return s if running == 2 and s[f"vllm:num_requests_waiting{labels}"] == 3 else None
+
+            loaded = await wait_until(busy, timeout=10, interval=0.01)
+            assert 0 < loaded[f"vllm:kv_cache_usage_perc{labels}"] <= 1
+            for response in await asyncio.gather(*tasks):
+                assert response.status_code == 200
+            after = vllm_samples((await client.get("/metrics")).text)
+            assert after[f"vllm:num_requests_running{labels}"] == 0
+            assert after[f"vllm:num_requests_waiting{labels}"] == 0
+            assert after[f"vllm:kv_cache_usage_perc{labels}"] == 0
+            # the same two leading messages five times: the first queries, the next four hit
+            queries = after[f"vllm:prefix_cache_queries_total{labels}"]
+            hits = after[f"vllm:prefix_cache_hits_total{labels}"]
+            assert queries > 0 and 0 < hits < queries
+            assert after[f"vllm:time_to_first_token_seconds_count{labels}"] == 5
+            bucket = 'vllm:time_to_first_token_seconds_bucket{engine="0",model_name="%s",le="%s"}'
+            assert after[bucket % (MODEL, "1.0")] == 0  # every first token took >= 1.5 s
+            assert after[bucket % (MODEL, "+Inf")] == 5
+            assert after[f"vllm:e2e_request_latency_seconds_count{labels}"] == 5
+            assert after[f"vllm:e2e_request_latency_seconds_sum{labels}"] >= 5 * 1.5
+            # a different conversation misses
+            other = [{"role": "user", "content": "something else entirely"}]
+            assert (
+                await client.post(CHAT, json={"model": MODEL, "messages": other})
+            ).status_code == 200
+            last = vllm_samples((await client.get("/metrics")).text)
+            assert last[f"vllm:prefix_cache_hits_total{labels}"] == hits
+            assert last[f"vllm:prefix_cache_queries_total{labels}"] > queries
+            # /sim/reset zeroes them like a restarted server
+            await client.post("/sim/reset", json={})
+            reset = vllm_samples((await client.get("/metrics")).text)
+            assert reset[f"vllm:prefix_cache_queries_total{labels}"] == 0
+            assert reset[f"vllm:time_to_first_token_seconds_count{labels}"] == 0
+    finally:
+        proc.stop()
