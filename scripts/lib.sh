@@ -111,6 +111,10 @@ model_log_dir() {
 
 # --- deployment mode: Docker Compose where an engine answers, the local mode otherwise --------
 compose_cmd() {
+  local custom
+  # COMPOSE_COMMAND: another Compose v2 binary (the tests use the one in gateway/.venv)
+  custom="$(env_or_dotenv COMPOSE_COMMAND)"
+  if [[ -n "$custom" ]]; then echo "$custom"; return; fi
   if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
     echo "docker compose"
   elif command -v docker-compose >/dev/null; then
@@ -134,19 +138,21 @@ deploy_mode() {
   fi
 }
 
+# Compose on docker-compose.yml, or on the files COMPOSE_FILE names (Compose's own variable,
+# `:`-separated; e.g. docker-compose.yml:docker-compose.dev.yml), from the environment or .env.
 compose() {
-  local cmd
+  local cmd files
   cmd="$(compose_cmd)" || die "Docker Compose v2 is not installed (apt-get install docker-compose-plugin, or use DEPLOY_MODE=local)"
-  # shellcheck disable=SC2086
-  (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
-}
-
-# An admin token from the local gateway (demo account in local mode), for status queries.
-local_admin_token() {
-  local port="$1" user pass
-  user="$(env_or_dotenv ADMIN_USERNAME admin)"
-  pass="$(env_or_dotenv ADMIN_PASSWORD admin123)"
-  curl -fsS --max-time 5 "http://127.0.0.1:$port/api/auth/login" -H 'Content-Type: application/json' \
-    -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
-    sed -nE 's/.*"access_token":"([^"]+)".*/\1/p'
+  files="$(env_or_dotenv COMPOSE_FILE)"
+  # a HF_CACHE_DIR of ~/... in .env: the gateway hands it to the engine as it is, so expand it
+  local hf
+  hf="$(env_or_dotenv HF_CACHE_DIR)"
+  if [[ "$hf" == "~"* ]]; then export HF_CACHE_DIR="${HOME}${hf:1}"; fi
+  if [[ -n "$files" ]]; then
+    # shellcheck disable=SC2086
+    (cd "$ROOT_DIR" && COMPOSE_FILE="$files" $cmd "$@")
+  else
+    # shellcheck disable=SC2086
+    (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
+  fi
 }

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     docker_network: str = "host"
     vllm_image: str = VLLM_IMAGE
     vllm_container_name: str = "vllm-server"
+    # compose: the project and service the gateway's vLLM containers join (their
+    # com.docker.compose.* labels), so `compose down/ps/logs` see them after a switch
+    compose_project_name: str | None = None
+    compose_service: str = "vllm"
     gpu_probe: Literal["auto", "nvml", "nvidia-smi", "none"] = "auto"
 
     # --- chat proxy -------------------------------------------------------------------------
@@ -170,6 +174,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False
+    # log rotation: each log file (local mode: .run/logs, the model server's; compose and the
+    # gateway's vLLM containers: Docker's json-file driver) up to this size, this many files
+    log_max_size: str = Field(default="20m", pattern=r"^[0-9]+[kmg]?$")
+    log_max_file: int = Field(default=5, ge=1, le=100)
 
     # --- web UI -------------------------------------------------------------------------------
     ui_dist_dir: Path = REPO_DIR / "frontend" / "dist"
@@ -270,6 +278,12 @@ class Settings(BaseSettings):
     def seed_demo_accounts(self) -> bool:
         """The `admin/admin123` and `test/test` accounts exist only outside production."""
         return not self.is_production
+
+    @property
+    def log_max_bytes(self) -> int:
+        """`LOG_MAX_SIZE` in bytes (Docker's spelling: `512k`, `20m`, `1g`)."""
+        unit = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(self.log_max_size[-1], 1)
+        return int(self.log_max_size.rstrip("kmg")) * unit
 
     @property
     def effective_database_url(self) -> str:

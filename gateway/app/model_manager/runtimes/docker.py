@@ -22,6 +22,10 @@ log = structlog.get_logger()
 
 LABEL_MANAGED = "vllm-chat.managed"
 LABEL_PROFILE = "vllm-chat.profile"
+COMPOSE_PREFIX = "com.docker.compose."
+# the labels Compose finds a service's containers by (`ps`, `logs`, `down`, `up`)
+COMPOSE_PROJECT = COMPOSE_PREFIX + "project"
+COMPOSE_SERVICE = COMPOSE_PREFIX + "service"
 
 
 def _short(exc: aiodocker.DockerError) -> str:
@@ -45,7 +49,34 @@ class DockerRuntime:
             self._docker = aiodocker.Docker(url=self.settings.docker_host or None)
         return self._docker
 
-    def container_config(self, spec: LaunchSpec) -> dict[str, Any]:
+    def compose_labels(self, previous: dict[str, str] | None = None) -> dict[str, str]:
+        """The compose labels that make our container the compose project's vLLM service.
+
+        Why labels and not "remove it at shutdown": `compose down` then stops and removes the
+        container even when the gateway is already gone (killed, or stopped first), the next
+        `compose up` finds it as the service's container instead of colliding on its name, and
+        `compose ps/logs vllm` show it. The previous container's compose labels (first the
+        one compose created) are carried over, its config hash included, so a later
+        `compose up` does not take the switched model for a changed service and recreate it.
+        """
+        previous = previous or {}
+        service = self.settings.compose_service
+        if previous.get(COMPOSE_PROJECT) and previous.get(COMPOSE_SERVICE) == service:
+            # compose made the first one: its labels are the truth (`-p NAME` included)
+            return {k: v for k, v in previous.items() if k.startswith(COMPOSE_PREFIX)}
+        project = self.settings.compose_project_name
+        if not project:
+            return {}
+        return {
+            COMPOSE_PROJECT: project,
+            COMPOSE_SERVICE: service,
+            COMPOSE_PREFIX + "container-number": "1",
+            COMPOSE_PREFIX + "oneoff": "False",
+        }
+
+    def container_config(
+        self, spec: LaunchSpec, previous_labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         network = self.settings.docker_network
         bind_host = spec.host if network == "host" else "0.0.0.0"  # noqa: S104 - inside its network
         profile = spec.profile
@@ -61,6 +92,14 @@ class DockerRuntime:
             "NetworkMode": network,
             "IpcMode": "host" if network == "host" else "shareable",  # NCCL needs shared memory
             "RestartPolicy": {"Name": "no"},  # the manager supervises and restarts with backoff
+            # rotated like every compose service's log (LOG_MAX_SIZE, LOG_MAX_FILE)
+            "LogConfig": {
+                "Type": "json-file",
+                "Config": {
+                    "max-size": self.settings.log_max_size,
+                    "max-file": str(self.settings.log_max_file),
+                },
+            },
         }
         if network != "host":
             host_config["ShmSize"] = 8 * 1024**3
@@ -81,17 +120,25 @@ class DockerRuntime:
             "Image": profile.image or self.settings.vllm_image,
             "Cmd": command,
             "Env": env,
-            "Labels": {LABEL_MANAGED: "true", LABEL_PROFILE: spec.profile_id},
+            "Labels": {
+                **self.compose_labels(previous_labels),
+                LABEL_MANAGED: "true",
+                LABEL_PROFILE: spec.profile_id,
+            },
             "HostConfig": host_config,
         }
 
-    async def _remove_existing(self, timeout_s: float) -> None:
+    async def _remove_existing(self, timeout_s: float) -> dict[str, str]:
+        """Stop and remove the container by our name; its labels (none when there was none)."""
         try:
             container = await self.docker.containers.get(self.name)
         except aiodocker.DockerError as exc:
             if exc.status == 404:
-                return
+                return {}
             raise LaunchFailed(f"Docker API: {_short(exc)}") from exc
+        labels: dict[str, str] = dict(
+            (container._container.get("Config") or {}).get("Labels") or {}
+        )
         with contextlib.suppress(aiodocker.DockerError):
             await container.stop(t=int(timeout_s), timeout=timeout_s + 10)
         try:
@@ -99,13 +146,14 @@ class DockerRuntime:
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise LaunchFailed(f"cannot remove the old container: {_short(exc)}") from exc
+        return labels
 
     async def start(self, spec: LaunchSpec) -> None:
         self._exit = None
         try:
-            await self._remove_existing(self.settings.model_stop_timeout_s)
+            previous = await self._remove_existing(self.settings.model_stop_timeout_s)
             container = await self.docker.containers.create(
-                config=self.container_config(spec), name=self.name
+                config=self.container_config(spec, previous), name=self.name
             )
             await container.start()
         except aiodocker.DockerError as exc:
