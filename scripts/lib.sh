@@ -156,3 +156,13 @@ compose() {
     (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
   fi
 }
+
+# An admin token from the local gateway (demo account in local mode), for status queries.
+local_admin_token() {
+  local port="$1" user pass
+  user="$(env_or_dotenv ADMIN_USERNAME admin)"
+  pass="$(env_or_dotenv ADMIN_PASSWORD admin123)"
+  curl -fsS --max-time 5 "http://127.0.0.1:$port/api/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
+    sed -nE 's/.*"access_token":"([^"]+)".*/\1/p'
+}

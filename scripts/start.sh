@@ -44,10 +44,15 @@ fi
 
 say "starting the gateway on http://$HOST:$PORT (log: $LOG_DIR/gateway.log)"
 say "model profile: $MODEL_DEFAULT_PROFILE on $VLLM_URL (log: $(model_log_dir)/)"
+# the gateway's output goes through app.logpipe, which rotates gateway.log by size
+# (LOG_MAX_SIZE, LOG_MAX_FILE); the pipe's reader has a session of its own and ends with the gateway
+LOG_MAX_SIZE="$(env_or_dotenv LOG_MAX_SIZE 20m)"
+LOG_MAX_FILE="$(env_or_dotenv LOG_MAX_FILE 5)"
 (
   cd "$GATEWAY_DIR"
-  exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" \
-    >>"$LOG_DIR/gateway.log" 2>&1 < /dev/null
+  exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" < /dev/null \
+    > >(exec setsid "$VENV_DIR/bin/python" -m app.logpipe "$LOG_DIR/gateway.log" \
+          --max-size "$LOG_MAX_SIZE" --max-file "$LOG_MAX_FILE" >/dev/null 2>&1) 2>&1
 ) &
 echo $! > "$PID_FILE"
 

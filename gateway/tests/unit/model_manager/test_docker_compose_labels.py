@@ -1,0 +1,80 @@
+"""The vLLM containers the gateway creates join the compose project (labels) and rotate their
+log (json-file limits). The real engine and `compose down` are in
+tests/integration/test_compose_managed.py."""
+
+from __future__ import annotations
+
+from app.core.config import Settings
+from app.model_manager.profiles import ModelProfile
+from app.model_manager.runtimes.base import LaunchSpec
+from app.model_manager.runtimes.docker import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    LABEL_MANAGED,
+    LABEL_PROFILE,
+    DockerRuntime,
+)
+
+SPEC = LaunchSpec("p1", ModelProfile(name="P", model_id="org/p"), "127.0.0.1", 8000, None)
+
+# what compose put on the container it created for the vllm service
+COMPOSE_MADE = {
+    COMPOSE_PROJECT: "prod-chat",  # `compose -p prod-chat up`
+    COMPOSE_SERVICE: "vllm",
+    "com.docker.compose.container-number": "1",
+    "com.docker.compose.oneoff": "False",
+    "com.docker.compose.config-hash": "abc123",
+    "com.docker.compose.project.working_dir": "/srv/vllm-chat",
+    "com.docker.compose.version": "2.29.7",
+    LABEL_MANAGED: "true",
+    LABEL_PROFILE: "default-profile",
+    "org.opencontainers.image.version": "0.30.0",
+}
+
+
+def test_outside_compose_no_compose_labels() -> None:
+    config = DockerRuntime(Settings(compose_project_name=None)).container_config(SPEC)
+    assert config["Labels"] == {LABEL_MANAGED: "true", LABEL_PROFILE: "p1"}
+
+
+def test_first_container_gets_the_project_from_settings() -> None:
+    settings = Settings(compose_project_name="vllm-chat", compose_service="vllm")
+    labels = DockerRuntime(settings).container_config(SPEC)["Labels"]
+    assert labels[COMPOSE_PROJECT] == "vllm-chat"
+    assert labels[COMPOSE_SERVICE] == "vllm"
+    assert labels["com.docker.compose.oneoff"] == "False"
+    assert labels["com.docker.compose.container-number"] == "1"
+    assert labels[LABEL_PROFILE] == "p1"
+
+
+def test_replacing_a_compose_container_carries_its_compose_labels() -> None:
+    # the compose-made labels win over the setting (the stack was started with -p), the config
+    # hash included (a later `compose up` keeps the switched model), the profile is ours
+    settings = Settings(compose_project_name="vllm-chat", compose_service="vllm")
+    labels = DockerRuntime(settings).container_config(SPEC, COMPOSE_MADE)["Labels"]
+    assert labels[COMPOSE_PROJECT] == "prod-chat"
+    assert labels["com.docker.compose.config-hash"] == "abc123"
+    assert labels["com.docker.compose.project.working_dir"] == "/srv/vllm-chat"
+    assert labels[LABEL_PROFILE] == "p1"
+    assert "org.opencontainers.image.version" not in labels
+
+
+def test_another_services_labels_are_not_taken() -> None:
+    settings = Settings(compose_project_name="vllm-chat", compose_service="vllm")
+    other = {**COMPOSE_MADE, COMPOSE_SERVICE: "gateway"}
+    labels = DockerRuntime(settings).container_config(SPEC, other)["Labels"]
+    assert labels[COMPOSE_PROJECT] == "vllm-chat"
+    assert labels[COMPOSE_SERVICE] == "vllm"
+    assert "com.docker.compose.config-hash" not in labels
+
+
+def test_log_rotation_limits() -> None:
+    settings = Settings(log_max_size="512k", log_max_file=3)
+    host = DockerRuntime(settings).container_config(SPEC)["HostConfig"]
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "512k", "max-file": "3"},
+    }
+    assert settings.log_max_bytes == 512 * 1024
+    assert Settings(log_max_size="2g").log_max_bytes == 2 * 1024**3
+    assert Settings(log_max_size="1000").log_max_bytes == 1000
