@@ -144,10 +144,6 @@ compose() {
   local cmd files
   cmd="$(compose_cmd)" || die "Docker Compose v2 is not installed (apt-get install docker-compose-plugin, or use DEPLOY_MODE=local)"
   files="$(env_or_dotenv COMPOSE_FILE)"
-  # a HF_CACHE_DIR of ~/... in .env: the gateway hands it to the engine as it is, so expand it
-  local hf
-  hf="$(env_or_dotenv HF_CACHE_DIR)"
-  if [[ "$hf" == "~"* ]]; then export HF_CACHE_DIR="${HOME}${hf:1}"; fi
   if [[ -n "$files" ]]; then
     # shellcheck disable=SC2086
     (cd "$ROOT_DIR" && COMPOSE_FILE="$files" $cmd "$@")

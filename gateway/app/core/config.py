@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     model_restart_max: int = Field(default=5, ge=0)
     model_log_dir: Path = GATEWAY_DIR / "data" / "model-logs"
     hf_cache_dir: str = "~/.cache/huggingface"
+    # the host's home, for a `~` in HF_CACHE_DIR when the gateway runs in a container (compose
+    # sets it: the engine needs the host's path, and the container's own ~ is not it)
+    host_home: str | None = None
     docker_host: str | None = None
     docker_gpus: bool = True
     docker_network: str = "host"

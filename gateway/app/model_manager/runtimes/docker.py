@@ -74,6 +74,14 @@ class DockerRuntime:
             COMPOSE_PREFIX + "oneoff": "False",
         }
 
+    def hf_cache_source(self) -> str:
+        """HF_CACHE_DIR as the engine needs it: `~` is the host's home (HOST_HOME in compose)."""
+        cache = self.settings.hf_cache_dir
+        home = self.settings.host_home
+        if home and (cache == "~" or cache.startswith("~/")):
+            return home.rstrip("/") + cache[1:]
+        return os.path.expanduser(cache)
+
     def container_config(
         self, spec: LaunchSpec, previous_labels: dict[str, str] | None = None
     ) -> dict[str, Any]:
@@ -105,8 +113,7 @@ class DockerRuntime:
             host_config["ShmSize"] = 8 * 1024**3
         binds = list(profile.volumes)
         if self.settings.hf_cache_dir:
-            cache = os.path.expanduser(self.settings.hf_cache_dir)
-            binds.append(f"{cache}:/root/.cache/huggingface")
+            binds.append(f"{self.hf_cache_source()}:/root/.cache/huggingface")
         if binds:
             host_config["Binds"] = binds
         if self.settings.docker_gpus and not profile.cpu_only:

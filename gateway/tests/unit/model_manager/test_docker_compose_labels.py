@@ -78,3 +78,14 @@ def test_log_rotation_limits() -> None:
     assert settings.log_max_bytes == 512 * 1024
     assert Settings(log_max_size="2g").log_max_bytes == 2 * 1024**3
     assert Settings(log_max_size="1000").log_max_bytes == 1000
+
+
+def test_hf_cache_tilde_is_the_hosts_home() -> None:
+    def source(**kw: str | None) -> str:
+        return str(DockerRuntime(Settings(**kw)).container_config(SPEC)["HostConfig"]["Binds"][0])
+
+    assert source(hf_cache_dir="~/.cache/huggingface", host_home="/home/ops") == (
+        "/home/ops/.cache/huggingface:/root/.cache/huggingface"
+    )
+    assert source(hf_cache_dir="/srv/hf", host_home="/home/ops").startswith("/srv/hf:")
+    assert source(hf_cache_dir="hf-volume", host_home="/home/ops").startswith("hf-volume:")
