@@ -99,5 +99,5 @@ cat <<MSG
     health:         http://$HOST:$PORT/health
     model:          $MODEL_DEFAULT_PROFILE${SERVED:+ ($SERVED)}  (switch in the UI's model menu, or POST /api/models/switch)
 
-  ./status   ./logs [gateway|model]   ./stop
+  ./status   ./logs [gateway|vllm] [--json]   ./stop
 MSG
