@@ -153,6 +153,21 @@ compose() {
   fi
 }
 
+# After `compose down`: a model container the gateway made without the project's labels (a
+# gateway older than those labels, or run with another project name) would hold the GPUs and
+# collide with the next `compose up` on its name. Remove it: its name and label say it is ours.
+remove_stray_vllm() {
+  command -v docker >/dev/null || return 0
+  local name ids
+  name="$(env_or_dotenv VLLM_CONTAINER_NAME vllm-server)"
+  ids="$(docker ps -aq --filter "name=^/?${name}\$" --filter label=vllm-chat.managed=true 2>/dev/null || true)"
+  if [[ -n "$ids" ]]; then
+    warn "removing the model container '$name' that compose did not know"
+    # shellcheck disable=SC2086
+    docker rm -f $ids >/dev/null
+  fi
+}
+
 # An admin token from the local gateway (demo account in local mode), for status queries.
 local_admin_token() {
   local port="$1" user pass

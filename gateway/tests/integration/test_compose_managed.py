@@ -293,6 +293,10 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
         # the compose-started container was adopted, not replaced
         assert status["runtime"] == "docker" and status["restarts"] == 0
         first = engine.docker("inspect", "-f", "{{.Id}}", container).stdout.strip()
+        compose_hash = engine.docker(
+            "inspect", "-f", '{{index .Config.Labels "com.docker.compose.config-hash"}}', container
+        ).stdout.strip()
+        assert compose_hash
         assert chat_model(gw, headers) == "sim-model-a"
 
         # switch twice: each new container is the project's vllm service
@@ -310,6 +314,8 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
             assert labels["com.docker.compose.project"] == project
             assert labels["com.docker.compose.service"] == "vllm"
             assert labels["com.docker.compose.oneoff"] == "False"
+            # carried over from the container compose made: `compose up` keeps the switch
+            assert labels["com.docker.compose.config-hash"] == compose_hash
             assert labels["vllm-chat.profile"] == target
             assert info["HostConfig"]["LogConfig"] == {
                 "Type": "json-file",

@@ -26,6 +26,8 @@ COMPOSE_PREFIX = "com.docker.compose."
 # the labels Compose finds a service's containers by (`ps`, `logs`, `down`, `up`)
 COMPOSE_PROJECT = COMPOSE_PREFIX + "project"
 COMPOSE_SERVICE = COMPOSE_PREFIX + "service"
+# compose lists (ps, logs, down) only containers that carry a config hash
+COMPOSE_CONFIG_HASH = COMPOSE_PREFIX + "config-hash"
 
 
 def _short(exc: aiodocker.DockerError) -> str:
@@ -42,6 +44,9 @@ class DockerRuntime:
         self._docker: aiodocker.Docker | None = None
         self._exit: str | None = None
         self.container_id: str | None = None
+        # the compose labels of the last container of ours seen (adopted or removed): a switch
+        # stops the old container before it starts the new one
+        self._compose_seen: dict[str, str] = {}
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -59,20 +64,29 @@ class DockerRuntime:
         one compose created) are carried over, its config hash included, so a later
         `compose up` does not take the switched model for a changed service and recreate it.
         """
-        previous = previous or {}
         service = self.settings.compose_service
-        if previous.get(COMPOSE_PROJECT) and previous.get(COMPOSE_SERVICE) == service:
-            # compose made the first one: its labels are the truth (`-p NAME` included)
-            return {k: v for k, v in previous.items() if k.startswith(COMPOSE_PREFIX)}
+        for known in (previous or {}, self._compose_seen):
+            if known.get(COMPOSE_PROJECT) and known.get(COMPOSE_SERVICE) == service:
+                # compose made the first one: its labels are the truth (`-p NAME` included)
+                return {k: v for k, v in known.items() if k.startswith(COMPOSE_PREFIX)}
         project = self.settings.compose_project_name
         if not project:
             return {}
+        # no compose-made container seen: a hash compose will not recognise, so `compose up`
+        # recreates the service (the default profile) while ps/logs/down still see this one
         return {
             COMPOSE_PROJECT: project,
             COMPOSE_SERVICE: service,
             COMPOSE_PREFIX + "container-number": "1",
             COMPOSE_PREFIX + "oneoff": "False",
+            COMPOSE_CONFIG_HASH: "set-by-vllm-chat-gateway",
         }
+
+    def _remember_compose_labels(self, info: dict[str, Any]) -> dict[str, str]:
+        labels: dict[str, str] = dict((info.get("Config") or {}).get("Labels") or {})
+        if labels.get(COMPOSE_PROJECT) and labels.get(LABEL_MANAGED) == "true":
+            self._compose_seen = {k: v for k, v in labels.items() if k.startswith(COMPOSE_PREFIX)}
+        return labels
 
     def hf_cache_source(self) -> str:
         """HF_CACHE_DIR as the engine needs it: `~` is the host's home (HOST_HOME in compose)."""
@@ -143,9 +157,7 @@ class DockerRuntime:
             if exc.status == 404:
                 return {}
             raise LaunchFailed(f"Docker API: {_short(exc)}") from exc
-        labels: dict[str, str] = dict(
-            (container._container.get("Config") or {}).get("Labels") or {}
-        )
+        labels = self._remember_compose_labels(container._container)
         with contextlib.suppress(aiodocker.DockerError):
             await container.stop(t=int(timeout_s), timeout=timeout_s + 10)
         try:
@@ -237,6 +249,8 @@ class DockerRuntime:
         found = await self._running_managed()
         if found is None or found[1] != spec.profile_id:
             return False
+        with contextlib.suppress(aiodocker.DockerError, OSError):
+            self._remember_compose_labels((await self.docker.containers.get(self.name))._container)
         self.container_id = found[0]
         self._exit = None
         log.info(

@@ -44,6 +44,8 @@ def test_first_container_gets_the_project_from_settings() -> None:
     assert labels[COMPOSE_SERVICE] == "vllm"
     assert labels["com.docker.compose.oneoff"] == "False"
     assert labels["com.docker.compose.container-number"] == "1"
+    # compose lists (ps, logs, down) only containers with a config hash
+    assert labels["com.docker.compose.config-hash"]
     assert labels[LABEL_PROFILE] == "p1"
 
 
@@ -59,13 +61,29 @@ def test_replacing_a_compose_container_carries_its_compose_labels() -> None:
     assert "org.opencontainers.image.version" not in labels
 
 
+def test_a_switch_stops_first_then_starts_with_the_labels_it_saw() -> None:
+    # the manager stops the old container (phase stopping) before it starts the new one: the
+    # labels seen at adoption or removal are carried over
+    runtime = DockerRuntime(Settings(compose_project_name="vllm-chat", compose_service="vllm"))
+    runtime._remember_compose_labels({"Config": {"Labels": COMPOSE_MADE}})
+    labels = runtime.container_config(SPEC)["Labels"]
+    assert labels[COMPOSE_PROJECT] == "prod-chat"
+    assert labels["com.docker.compose.config-hash"] == "abc123"
+    # a container that is not ours (no vllm-chat.managed) teaches nothing
+    other = DockerRuntime(Settings(compose_project_name="vllm-chat"))
+    other._remember_compose_labels(
+        {"Config": {"Labels": {k: v for k, v in COMPOSE_MADE.items() if k != LABEL_MANAGED}}}
+    )
+    assert other.container_config(SPEC)["Labels"][COMPOSE_PROJECT] == "vllm-chat"
+
+
 def test_another_services_labels_are_not_taken() -> None:
     settings = Settings(compose_project_name="vllm-chat", compose_service="vllm")
     other = {**COMPOSE_MADE, COMPOSE_SERVICE: "gateway"}
     labels = DockerRuntime(settings).container_config(SPEC, other)["Labels"]
     assert labels[COMPOSE_PROJECT] == "vllm-chat"
     assert labels[COMPOSE_SERVICE] == "vllm"
-    assert "com.docker.compose.config-hash" not in labels
+    assert labels["com.docker.compose.config-hash"] != "abc123"
 
 
 def test_log_rotation_limits() -> None:
