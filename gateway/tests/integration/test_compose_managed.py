@@ -338,7 +338,9 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
 
         logs = run_script("logs", "vllm", "--no-follow", "-n", "50", env=script_env)
         assert logs.returncode == 0, logs.stderr
-        assert "sim-model-a" in logs.stdout or "Uvicorn" in logs.stdout, logs.stdout[-2000:]
+        # the container the gateway made (its profile's command has the load delay)
+        assert "simulator loading for 0.3s" in logs.stdout, logs.stdout[-2000:]
+        assert "simulator listening on http://127.0.0.1:" in logs.stdout, logs.stdout[-2000:]
         glogs = run_script("logs", "gateway", "--no-follow", "-n", "400", env=script_env)
         assert glogs.returncode == 0, glogs.stderr
         readable = [line for line in glogs.stdout.splitlines() if "POST /api/models/switch" in line]

@@ -2,7 +2,8 @@
 (simulator profile) writes the gateway's log through app.logpipe, which rotates it by size
 (LOG_MAX_SIZE, LOG_MAX_FILE); `./logs` shows readable lines (time, level, event, request id,
 status, latency) or `--json` the raw ones; `./logs vllm` is the local model server's log;
-`./stop` leaves no process (the log writers end with what they write for)."""
+`./status` names the model and shows the processes' CPU and memory; `./stop` leaves no process
+(the log writers end with what they write for)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ async def test_gateway_log_rotates_and_logs_reads_it(checkout: tuple[Path, int])
         assert model.returncode == 0, model.stderr
         assert "=== starting simulator" in model.stdout
         assert _run(root, "./logs", "nginx", "--no-follow", timeout=30).returncode == 1
+
+        status = _run(root, "./status", timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        out = status.stdout
+        assert "model: simulator [process] status running, serving simulator-model" in out, out
+        assert "health: healthy" in out and "CPU and memory" in out, out
+        assert "python -m simulator" in out, out  # the model server's process, with its use
     finally:
         stopped = _run(root, "./stop", timeout=120)
     assert stopped.returncode == 0, stopped.stderr
