@@ -330,6 +330,7 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
 
         st = run_script("status", env=script_env)
         out = st.stdout + st.stderr
+        print("\n./status after two switches:\n" + out)
         assert st.returncode == 0, out
         assert "model: sim-a [docker] status running, serving sim-model-a" in out, out
         assert "last switch: sim-b -> sim-a: phase running" in out, out
@@ -362,6 +363,18 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
         status = wait_model(gw, headers, "sim-a")
         assert status["restarts"] == 0
         assert chat_model(gw, headers) == "sim-model-a"
+
+        # scripts/cleanup.sh takes the gateway-made container too (and the volumes)
+        r = httpx.post(
+            f"{gw}/api/models/switch", json={"profile_id": "sim-b"}, headers=headers, timeout=10
+        )
+        assert r.status_code == 202, r.text
+        wait_model(gw, headers, "sim-b")
+        clean = run_script("scripts/cleanup.sh", "--yes", env=script_env, timeout=180)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert engine.docker("ps", "-aq").stdout.strip() == ""
+        volumes = engine.docker("volume", "ls", "-q").stdout.split()
+        assert not [v for v in volumes if v.startswith(project)], volumes
     except BaseException:
         logs = compose("logs", "--no-color", "--tail", "80", env=env, files=files)
         print(logs.stdout[-12000:], logs.stderr[-2000:])
