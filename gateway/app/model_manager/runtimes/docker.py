@@ -137,7 +137,7 @@ class DockerRuntime:
             else:
                 request["Count"] = profile.tensor_parallel_size
             host_config["DeviceRequests"] = [request]
-        return {
+        config: dict[str, Any] = {
             "Image": profile.image or self.settings.vllm_image,
             "Cmd": command,
             "Env": env,
@@ -148,6 +148,23 @@ class DockerRuntime:
             },
             "HostConfig": host_config,
         }
+        if not profile.image:
+            # the vllm service's health check, so `compose ps` and ./status show this one's
+            # health too (the vLLM image has python3; a profile's own image may not)
+            probe_host = bind_host if network == "host" else "127.0.0.1"
+            probe = (
+                "import urllib.request as u; "
+                f"u.urlopen('http://{probe_host}:{spec.port}/health', timeout=3)"
+            )
+            ready_s = profile.ready_timeout_s or self.settings.model_ready_timeout_s
+            config["Healthcheck"] = {
+                "Test": ["CMD", "python3", "-c", probe],
+                "Interval": 15 * 10**9,
+                "Timeout": 5 * 10**9,
+                "Retries": 5,
+                "StartPeriod": int(ready_s * 10**9),
+            }
+        return config
 
     async def _remove_existing(self, timeout_s: float) -> dict[str, str]:
         """Stop and remove the container by our name; its labels (none when there was none)."""

@@ -107,3 +107,15 @@ def test_hf_cache_tilde_is_the_hosts_home() -> None:
     )
     assert source(hf_cache_dir="/srv/hf", host_home="/home/ops").startswith("/srv/hf:")
     assert source(hf_cache_dir="hf-volume", host_home="/home/ops").startswith("hf-volume:")
+
+
+def test_vllm_containers_get_the_services_health_check() -> None:
+    settings = Settings(docker_network="vllm-chat", model_ready_timeout_s=600)
+    config = DockerRuntime(settings).container_config(SPEC)
+    check = config["Healthcheck"]
+    assert check["Test"][:3] == ["CMD", "python3", "-c"]
+    assert "http://127.0.0.1:8000/health" in check["Test"][3]
+    assert check["StartPeriod"] == 600 * 10**9  # loading may take the whole ready timeout
+    # a profile with its own image may have no python3: no check rather than a false one
+    own = LaunchSpec("o", ModelProfile(name="O", model_id="o", image="x/y:1"), "127.0.0.1", 1, None)
+    assert "Healthcheck" not in DockerRuntime(settings).container_config(own)
