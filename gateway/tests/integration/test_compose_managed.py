@@ -321,6 +321,9 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
                 "Type": "json-file",
                 "Config": {"max-size": "1m", "max-file": "3"},
             }
+            # the vllm service's health check, on the model server's port
+            check = info["Config"]["Healthcheck"]["Test"]
+            assert check[:2] == ["CMD", "python3"] and f":{ports['sim']}/health" in check[-1]
             first = info["Id"]
 
         # every container of the project rotates its log
