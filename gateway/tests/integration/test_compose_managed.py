@@ -296,7 +296,9 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
         compose_hash = engine.docker(
             "inspect", "-f", '{{index .Config.Labels "com.docker.compose.config-hash"}}', container
         ).stdout.strip()
-        assert compose_hash
+        assert compose_hash and compose_hash != "set-by-vllm-chat-gateway"
+        cmd = json.loads(engine.docker("inspect", "-f", "{{json .Config.Cmd}}", container).stdout)
+        assert "--startup-delay-s" not in cmd  # compose's command, not the profile's
         assert chat_model(gw, headers) == "sim-model-a"
 
         # switch twice: each new container is the project's vllm service
