@@ -13,6 +13,7 @@ are left out: tests/integration/test_compose.py runs them.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -154,6 +155,22 @@ def test_compose_logging_limits_on_every_service() -> None:
     assert any(v["type"] == "bind" and v["source"] == gw["HF_CACHE_DIR"] for v in vllm_mounts), (
         vllm_mounts
     )
+    # .env.sample's `~/.cache/huggingface`: compose expands it for vllm, the gateway gets the
+    # host's home to expand it the same way (the engine needs the host's path)
+    tilde_env = os.environ | {
+        "HF_CACHE_DIR": "~/.cache/huggingface",
+        "HOME": "/home/ops",
+        "DOCKER_HOST": "unix:///nonexistent",
+    }
+    tilde = json.loads(
+        compose(
+            "config", "--format", "json", env=tilde_env, files=(REPO_DIR / "docker-compose.yml",)
+        ).stdout
+    )
+    gw = tilde["services"]["gateway"]["environment"]
+    assert (gw["HF_CACHE_DIR"], gw["HOST_HOME"]) == ("~/.cache/huggingface", "/home/ops")
+    sources = [v["source"] for v in tilde["services"]["vllm"]["volumes"]]
+    assert "/home/ops/.cache/huggingface" in sources
 
 
 def run_script(
