@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 CHUNK = 64 * 1024
+DEFAULT_MAX_BYTES = 20 * 1024**2
+DEFAULT_MAX_FILES = 5
 
 
 def parse_size(text: str) -> int:
@@ -90,11 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.logpipe")
     parser.add_argument("file", type=Path)
     parser.add_argument("--max-size", default=os.environ.get("LOG_MAX_SIZE", "20m"))
-    parser.add_argument("--max-file", type=int, default=int(os.environ.get("LOG_MAX_FILE", "5")))
+    parser.add_argument("--max-file", default=os.environ.get("LOG_MAX_FILE", "5"))
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    out = RotatingFile(args.file, parse_size(args.max_size), args.max_file)
+    # a bad limit must not end the pipe (its writer would die of SIGPIPE): defaults, said once
+    problems = []
+    try:
+        max_bytes = parse_size(args.max_size)
+    except ValueError:
+        max_bytes = DEFAULT_MAX_BYTES
+        problems.append(f"LOG_MAX_SIZE={args.max_size!r} is not a size")
+    try:
+        max_files = max(1, int(args.max_file))
+    except ValueError:
+        max_files = DEFAULT_MAX_FILES
+        problems.append(f"LOG_MAX_FILE={args.max_file!r} is not a number")
+    out = RotatingFile(args.file, max_bytes, max_files)
+    for problem in problems:
+        out.write(f"logpipe: {problem}; rotating at 20m, 5 files\n".encode())
     stdin = sys.stdin.buffer.fileno()
     try:
         while chunk := os.read(stdin, CHUNK):

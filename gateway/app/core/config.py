@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     log_content: bool = False
     # log rotation: each log file (local mode: .run/logs, the model server's; compose and the
     # gateway's vLLM containers: Docker's json-file driver) up to this size, this many files
-    log_max_size: str = Field(default="20m", pattern=r"^[0-9]+[kmg]?$")
+    log_max_size: str = Field(default="20m", pattern=r"^[0-9]+[kmgKMG]?$")
     log_max_file: int = Field(default=5, ge=1, le=100)
 
     # --- web UI -------------------------------------------------------------------------------
@@ -285,8 +285,9 @@ class Settings(BaseSettings):
     @property
     def log_max_bytes(self) -> int:
         """`LOG_MAX_SIZE` in bytes (Docker's spelling: `512k`, `20m`, `1g`)."""
-        unit = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(self.log_max_size[-1], 1)
-        return int(self.log_max_size.rstrip("kmg")) * unit
+        size = self.log_max_size.lower()
+        unit = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(size[-1], 1)
+        return int(size.rstrip("kmg")) * unit
 
     @property
     def effective_database_url(self) -> str:

@@ -59,3 +59,24 @@ def test_a_line_longer_than_the_limit_is_kept_whole(tmp_path: Path) -> None:
     out.close()
     assert lines_of(log.with_name("x.log.1")) == ["0123456789abcdef"]
     assert lines_of(log) == ["ok"]
+
+
+def test_a_bad_limit_keeps_the_pipe_open_with_the_defaults(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from app.core.config import GATEWAY_DIR
+
+    log = tmp_path / "gw.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "app.logpipe", str(log), "--max-size", "lots", "--max-file", "x"],
+        input=b"first\nsecond\n",
+        cwd=GATEWAY_DIR,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = lines_of(log)
+    assert lines[-2:] == ["first", "second"]
+    assert "LOG_MAX_SIZE='lots' is not a size" in lines[0]
+    assert "LOG_MAX_FILE='x' is not a number" in lines[1]

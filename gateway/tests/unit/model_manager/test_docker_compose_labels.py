@@ -4,6 +4,9 @@ tests/integration/test_compose_managed.py."""
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from app.core.config import Settings
 from app.model_manager.profiles import ModelProfile
 from app.model_manager.runtimes.base import LaunchSpec
@@ -96,6 +99,9 @@ def test_log_rotation_limits() -> None:
     assert settings.log_max_bytes == 512 * 1024
     assert Settings(log_max_size="2g").log_max_bytes == 2 * 1024**3
     assert Settings(log_max_size="1000").log_max_bytes == 1000
+    assert Settings(log_max_size="20M").log_max_bytes == 20 * 1024**2
+    with pytest.raises(ValidationError):
+        Settings(log_max_size="20 MB")
 
 
 def test_hf_cache_tilde_is_the_hosts_home() -> None:
