@@ -80,10 +80,10 @@ while :; do
   state="$(model_state)"
   case "$state" in
     running*) SERVED="${state#running }"; break ;;
-    error*) warn "the model did not start: ${state#error } (./logs model)"; break ;;
+    error*) warn "the model did not start: ${state#error } (./logs vllm)"; break ;;
   esac
   if (( SECONDS - start > 180 )); then
-    warn "the model is not up after 180 s: see ./logs model and the status at /api/models/status"
+    warn "the model is not up after 180 s: see ./logs vllm and the status at /api/models/status"
     break
   fi
   pid_alive "$PID_FILE" || die "the gateway stopped (see $LOG_DIR/gateway.log)"
