@@ -278,6 +278,7 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
         "DEPLOY_MODE": "compose",
         "COMPOSE_COMMAND": str(compose_bin()),
         "COMPOSE_FILE": ":".join(map(str, files)),
+        "VLLM_CONTAINER_NAME": container,
         "NO_COLOR": "1",
     }
 
@@ -397,6 +398,16 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
         assert engine.docker("ps", "-aq").stdout.strip() == ""
         volumes = engine.docker("volume", "ls", "-q").stdout.split()
         assert not [v for v in volumes if v.startswith(project)], volumes
+
+        # a model container an older gateway made (no compose labels): ./stop removes it too,
+        # by its name and the manager's label, or the next `compose up` would collide on it
+        engine.docker(
+            "create", "--name", container, "--label", "vllm-chat.managed=true", stack_image, "true"
+        )
+        stray = run_script("stop", env=script_env, timeout=180)
+        assert stray.returncode == 0, stray.stdout + stray.stderr
+        assert "that compose did not know" in stray.stderr
+        assert engine.docker("ps", "-aq").stdout.strip() == ""
     except BaseException:
         logs = compose("logs", "--no-color", "--tail", "80", env=env, files=files)
         print(logs.stdout[-12000:], logs.stderr[-2000:])
