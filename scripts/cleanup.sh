@@ -14,7 +14,8 @@ if [[ "$(deploy_mode)" == compose ]]; then
     { say "nothing deleted"; exit 0; }
   compose down --remove-orphans
   compose down -v --remove-orphans
-  say "compose volumes deleted"
+  remove_stray_vllm
+  say "compose volumes deleted (the HF cache, a host directory, is kept)"
   exit 0
 fi
 

@@ -111,6 +111,10 @@ model_log_dir() {
 
 # --- deployment mode: Docker Compose where an engine answers, the local mode otherwise --------
 compose_cmd() {
+  local custom
+  # COMPOSE_COMMAND: another Compose v2 binary (the tests use the one in gateway/.venv)
+  custom="$(env_or_dotenv COMPOSE_COMMAND)"
+  if [[ -n "$custom" ]]; then echo "$custom"; return; fi
   if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
     echo "docker compose"
   elif command -v docker-compose >/dev/null; then
@@ -134,11 +138,34 @@ deploy_mode() {
   fi
 }
 
+# Compose on docker-compose.yml, or on the files COMPOSE_FILE names (Compose's own variable,
+# `:`-separated; e.g. docker-compose.yml:docker-compose.dev.yml), from the environment or .env.
 compose() {
-  local cmd
+  local cmd files
   cmd="$(compose_cmd)" || die "Docker Compose v2 is not installed (apt-get install docker-compose-plugin, or use DEPLOY_MODE=local)"
-  # shellcheck disable=SC2086
-  (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
+  files="$(env_or_dotenv COMPOSE_FILE)"
+  if [[ -n "$files" ]]; then
+    # shellcheck disable=SC2086
+    (cd "$ROOT_DIR" && COMPOSE_FILE="$files" $cmd "$@")
+  else
+    # shellcheck disable=SC2086
+    (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
+  fi
+}
+
+# After `compose down`: a model container the gateway made without the project's labels (a
+# gateway older than those labels, or run with another project name) would hold the GPUs and
+# collide with the next `compose up` on its name. Remove it: its name and label say it is ours.
+remove_stray_vllm() {
+  command -v docker >/dev/null || return 0
+  local name ids
+  name="$(env_or_dotenv VLLM_CONTAINER_NAME vllm-server)"
+  ids="$(docker ps -aq --filter "name=^/?${name}\$" --filter label=vllm-chat.managed=true 2>/dev/null || true)"
+  if [[ -n "$ids" ]]; then
+    warn "removing the model container '$name' that compose did not know"
+    # shellcheck disable=SC2086
+    docker rm -f $ids >/dev/null
+  fi
 }
 
 # An admin token from the local gateway (demo account in local mode), for status queries.

@@ -44,10 +44,15 @@ fi
 
 say "starting the gateway on http://$HOST:$PORT (log: $LOG_DIR/gateway.log)"
 say "model profile: $MODEL_DEFAULT_PROFILE on $VLLM_URL (log: $(model_log_dir)/)"
+# the gateway's output goes through app.logpipe, which rotates gateway.log by size
+# (LOG_MAX_SIZE, LOG_MAX_FILE); the pipe's reader has a session of its own and ends with the gateway
+LOG_MAX_SIZE="$(env_or_dotenv LOG_MAX_SIZE 20m)"
+LOG_MAX_FILE="$(env_or_dotenv LOG_MAX_FILE 5)"
 (
   cd "$GATEWAY_DIR"
-  exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" \
-    >>"$LOG_DIR/gateway.log" 2>&1 < /dev/null
+  exec setsid "$VENV_DIR/bin/python" -m app.cli serve --host "$HOST" --port "$PORT" < /dev/null \
+    > >(exec setsid "$VENV_DIR/bin/python" -m app.logpipe "$LOG_DIR/gateway.log" \
+          --max-size "$LOG_MAX_SIZE" --max-file "$LOG_MAX_FILE" >/dev/null 2>&1) 2>&1
 ) &
 echo $! > "$PID_FILE"
 
@@ -75,10 +80,10 @@ while :; do
   state="$(model_state)"
   case "$state" in
     running*) SERVED="${state#running }"; break ;;
-    error*) warn "the model did not start: ${state#error } (./logs model)"; break ;;
+    error*) warn "the model did not start: ${state#error } (./logs vllm)"; break ;;
   esac
   if (( SECONDS - start > 180 )); then
-    warn "the model is not up after 180 s: see ./logs model and the status at /api/models/status"
+    warn "the model is not up after 180 s: see ./logs vllm and the status at /api/models/status"
     break
   fi
   pid_alive "$PID_FILE" || die "the gateway stopped (see $LOG_DIR/gateway.log)"
@@ -94,5 +99,5 @@ cat <<MSG
     health:         http://$HOST:$PORT/health
     model:          $MODEL_DEFAULT_PROFILE${SERVED:+ ($SERVED)}  (switch in the UI's model menu, or POST /api/models/switch)
 
-  ./status   ./logs [gateway|model]   ./stop
+  ./status   ./logs [gateway|vllm] [--json]   ./stop
 MSG

@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ "$(deploy_mode)" == compose ]]; then
   say "stopping the compose stack (data volumes are kept; ./scripts/cleanup.sh removes them)"
   compose down
+  remove_stray_vllm
   exit 0
 fi
 

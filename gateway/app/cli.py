@@ -1,4 +1,5 @@
-"""Operator commands: `python -m app.cli {serve,migrate,create-admin}` (run from gateway/)."""
+"""Operator commands: `python -m app.cli {serve,migrate,create-admin,model-status}` (run from
+gateway/)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,54 @@ async def _create_admin(settings: Settings, username: str, password: str, email:
         await engine.dispose()
 
 
+async def _model_status(settings: Settings, url: str | None) -> tuple[int, str]:
+    """The running gateway's /api/models/status, asked with a one-minute token of the first
+    active admin minted here (the operator's scripts need no password: whoever can run this
+    has the gateway's JWT_SECRET and database already)."""
+    from datetime import timedelta
+
+    import httpx
+    from sqlalchemy import select
+
+    from app.core.security import create_access_token
+    from app.db.engine import create_engine, create_session_factory
+    from app.db.models import Role, User
+
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as session:
+            admin = await session.scalar(
+                select(User)
+                .where(User.role == Role.ADMIN.value, User.disabled.is_(False))
+                .order_by(User.id)
+                .limit(1)
+            )
+    finally:
+        await engine.dispose()
+    if admin is None:
+        return 1, "error: no active admin account"
+    settings.use_local_jwt_secret()  # local mode: the secret the gateway made for itself
+    token, _ = create_access_token(
+        username=admin.username,
+        user_id=admin.id,
+        role=admin.role,
+        version=admin.token_version,
+        secret=settings.jwt_secret,
+        lifetime=timedelta(minutes=1),
+    )
+    base = url or f"http://127.0.0.1:{settings.gateway_port}"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(
+                f"{base}/api/models/status", headers={"Authorization": f"Bearer {token}"}
+            )
+    except httpx.HTTPError as exc:
+        return 3, f"error: the gateway at {base} does not answer: {exc!r}"
+    if r.status_code != 200:
+        return 1, f"error: {r.status_code} {r.text[:300]}"
+    return 0, r.text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--username", required=True)
     admin.add_argument("--email")
     admin.add_argument("--password", help="read from the terminal when omitted")
+    status = sub.add_parser(
+        "model-status", help="print the running gateway's /api/models/status (JSON)"
+    )
+    status.add_argument("--url", help="the gateway's base URL (default: 127.0.0.1:GATEWAY_PORT)")
     args = parser.parse_args(argv)
 
     try:
@@ -109,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_migrate(settings))
         print("database migrated to head")
         return 0
+    if args.command == "model-status":
+        code, text = asyncio.run(_model_status(settings, args.url))
+        print(text, file=sys.stderr if code else sys.stdout)
+        return code
     password = args.password or getpass.getpass("password: ")
     message = asyncio.run(_create_admin(settings, args.username, password, args.email))
     print(message)

@@ -113,11 +113,18 @@ class Settings(BaseSettings):
     model_restart_max: int = Field(default=5, ge=0)
     model_log_dir: Path = GATEWAY_DIR / "data" / "model-logs"
     hf_cache_dir: str = "~/.cache/huggingface"
+    # the host's home, for a `~` in HF_CACHE_DIR when the gateway runs in a container (compose
+    # sets it: the engine needs the host's path, and the container's own ~ is not it)
+    host_home: str | None = None
     docker_host: str | None = None
     docker_gpus: bool = True
     docker_network: str = "host"
     vllm_image: str = VLLM_IMAGE
     vllm_container_name: str = "vllm-server"
+    # compose: the project and service the gateway's vLLM containers join (their
+    # com.docker.compose.* labels), so `compose down/ps/logs` see them after a switch
+    compose_project_name: str | None = None
+    compose_service: str = "vllm"
     gpu_probe: Literal["auto", "nvml", "nvidia-smi", "none"] = "auto"
     # the acting process probes the GPUs this often for the gpu_* gauges (0: only on demand)
     gpu_sample_interval_s: float = Field(default=15.0, ge=0)
@@ -181,6 +188,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_content: bool = False
+    # log rotation: each log file (local mode: .run/logs, the model server's; compose and the
+    # gateway's vLLM containers: Docker's json-file driver) up to this size, this many files
+    log_max_size: str = Field(default="20m", pattern=r"^[0-9]+[kmgKMG]?$")
+    log_max_file: int = Field(default=5, ge=1, le=100)
 
     # --- web UI -------------------------------------------------------------------------------
     ui_dist_dir: Path = REPO_DIR / "frontend" / "dist"
@@ -281,6 +292,13 @@ class Settings(BaseSettings):
     def seed_demo_accounts(self) -> bool:
         """The `admin/admin123` and `test/test` accounts exist only outside production."""
         return not self.is_production
+
+    @property
+    def log_max_bytes(self) -> int:
+        """`LOG_MAX_SIZE` in bytes (Docker's spelling: `512k`, `20m`, `1g`)."""
+        size = self.log_max_size.lower()
+        unit = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(size[-1], 1)
+        return int(size.rstrip("kmg")) * unit
 
     @property
     def effective_database_url(self) -> str:

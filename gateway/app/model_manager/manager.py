@@ -261,7 +261,11 @@ class ModelManager:
             if kind is RuntimeKind.DOCKER:
                 runtime = DockerRuntime(self.settings)
             elif kind is RuntimeKind.PROCESS:
-                runtime = ProcessRuntime(self.settings.model_log_dir)
+                runtime = ProcessRuntime(
+                    self.settings.model_log_dir,
+                    log_max_bytes=self.settings.log_max_bytes,
+                    log_max_file=self.settings.log_max_file,
+                )
             else:
                 runtime = ExternalRuntime()
             self._runtimes[kind] = runtime

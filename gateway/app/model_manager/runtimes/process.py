@@ -1,6 +1,8 @@
 """The model server as a child process: `vllm serve ...` on a GPU host without Docker, the local
 CPU server, or the simulator. Its own process group (so its workers stop with it), output
-appended to a log file, and a pid file so a restarted gateway adopts it instead of starting a
+appended to a log file (through `app.logpipe`, which rotates it by size, when a limit is set;
+the pipe's reader runs in its own session, so a gateway that dies leaves the server and its log
+whole), and a pid file so a restarted gateway adopts it instead of starting a
 second one on the same port.
 """
 
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -39,8 +42,11 @@ def _pid_alive(pid: int) -> bool:
 class ProcessRuntime:
     kind = RuntimeKind.PROCESS
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, log_max_bytes: int = 0, log_max_file: int = 5) -> None:
         self.log_dir = log_dir
+        self.log_max_bytes = log_max_bytes  # 0: one growing file
+        self.log_max_file = log_max_file
+        self.log_pipe: asyncio.subprocess.Process | None = None
         self.pid_file = log_dir / "model-server.pid"
         self.proc: asyncio.subprocess.Process | None = None
         self.adopted_pid: int | None = None
@@ -71,22 +77,52 @@ class ProcessRuntime:
         self._exit = None
         with self.log_path.open("ab") as out:
             out.write(f"\n=== starting {spec.profile_id}: {' '.join(argv)}\n".encode())
-            out.flush()
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=GATEWAY_DIR,
-                    env=self._env(spec),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: stop() ends its workers too
-                )
-            except OSError as exc:
-                raise LaunchFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+        read_fd, write_fd = await self._log_writer(self.log_path)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=GATEWAY_DIR,
+                env=self._env(spec),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends its workers too
+            )
+        except OSError as exc:
+            raise LaunchFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(write_fd)  # the server holds it now; the reader sees EOF when it ends
+            if read_fd is not None:
+                os.close(read_fd)
         self.adopted_pid = None
         self.pid_file.write_text(f"{self.proc.pid} {spec.profile_id}\n")
         log.info("model server process started", pid=self.proc.pid, profile=spec.profile_id)
+
+    async def _log_writer(self, path: Path) -> tuple[int | None, int]:
+        """(our copy of the pipe's read end or None, the fd the server writes its output to)."""
+        if self.log_max_bytes <= 0:
+            return None, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        read_fd, write_fd = os.pipe()
+        try:
+            self.log_pipe = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "app.logpipe",
+                str(path),
+                f"--max-size={self.log_max_bytes}",
+                f"--max-file={self.log_max_file}",
+                cwd=GATEWAY_DIR,
+                stdin=read_fd,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,  # outlives a gateway that is killed, like the server
+            )
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            log.warning("log rotation unavailable, the model server's log grows unbounded")
+            return None, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        return read_fd, write_fd
 
     @property
     def pid(self) -> int | None:
