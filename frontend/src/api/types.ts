@@ -217,6 +217,8 @@ export interface ModelStatusResponse {
   log_tail?: string[];
   history?: SwitchRecord[];
   restarts?: number;
+  /** false where the model servers are run by someone else (MODEL_RUNTIME=external, e.g. Kubernetes) */
+  switching_enabled?: boolean;
 }
 
 export interface HardwareRecommendations {

@@ -27,6 +27,8 @@ export interface ModelSelectorProps {
   resultError?: string | null;
   /** users who may not switch see the list but cannot pick */
   canSwitch?: boolean;
+  /** why switching is locked, when it is not only for admins (the cluster runs the model servers) */
+  lockedNote?: string | null;
   /** the profile a running switch goes to: named while it runs */
   switchTarget?: string | null;
 }
@@ -41,6 +43,7 @@ export function ModelSelector({
   result,
   resultError,
   canSwitch = true,
+  lockedNote = null,
   switchTarget = null,
 }: ModelSelectorProps) {
   const t = useT();
@@ -126,7 +129,11 @@ export function ModelSelector({
           data-testid="model-listbox"
           className="fixed inset-x-2 top-14 z-30 mt-1 max-h-[70vh] overflow-y-auto sm:absolute sm:inset-x-auto sm:left-0 sm:top-full sm:w-[24rem] rounded-xl border border-slate-200 bg-white p-1 shadow-xl dark:border-slate-700 dark:bg-slate-900"
         >
-          {!canSwitch && <li className="px-3 py-2 text-xs text-slate-500">{t('adminOnlySwitch')}</li>}
+          {!canSwitch && (
+            <li data-testid="switch-locked-note" className="px-3 py-2 text-xs text-slate-500">
+              {lockedNote ?? t('adminOnlySwitch')}
+            </li>
+          )}
           {Object.entries(models).map(([id, info]) => {
             const incompatible = info.compatible === false;
             const current = id === currentModel;

@@ -1,6 +1,7 @@
 import { act, render, screen } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { useLangStore } from '../../i18n';
+import { useAuth } from '../../stores/auth';
 import { initialModelState, useModelStore } from '../../stores/models';
 import { ModelSelectorContainer } from './ModelSelectorContainer';
 
@@ -41,5 +42,22 @@ describe('ModelSelectorContainer', () => {
     useModelStore.setState({ ...initialModelState, switchingTo: 'a', status: { ...running, status: 'switching' } as never });
     render(<ModelSelectorContainer />);
     expect(await screen.findByTestId('switching-label')).toHaveTextContent('Switching to Model A...');
+  });
+
+  it('tells an admin that the cluster runs the model servers when switching is off, and offers no switch', async () => {
+    useAuth.setState({ session: { token: 't', username: 'admin', role: 'admin', expiresAt: Date.now() + 60_000 } });
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(() =>
+        Promise.resolve(
+          new Response(JSON.stringify({ ...running, switching_enabled: false }), { status: 200, headers: { 'Content-Type': 'application/json' } }),
+        ),
+      ),
+    );
+    useModelStore.setState({ ...initialModelState, status: { ...running, switching_enabled: false } as never });
+    render(<ModelSelectorContainer />);
+    (await screen.findByTestId('model-selector')).click();
+    expect(await screen.findByTestId('switch-locked-note')).toHaveTextContent('The cluster runs the model servers');
+    useAuth.setState({ session: null });
   });
 });

@@ -30,6 +30,7 @@ export function ModelSelectorContainer() {
   }, [mm.profiles]);
 
   if (!mm.available && !mm.details) return null;
+  const switchingOff = mm.details?.switching_enabled === false;
   const result = mm.lastResult && now - mm.lastResult.at < RESULT_VISIBLE_MS ? mm.lastResult : null;
   const resultError = result
     ? [
@@ -48,7 +49,8 @@ export function ModelSelectorContainer() {
       phase={mm.phase}
       result={result?.outcome ?? null}
       resultError={resultError}
-      canSwitch={admin}
+      canSwitch={admin && !switchingOff}
+      lockedNote={switchingOff ? t('switchingOff') : null}
       switchTarget={mm.switchingTo}
     />
   );

@@ -145,6 +145,11 @@ export default function ModelsPage() {
         </section>
         <section className={card}>
           <h2 className="mb-3 font-medium">{t('profiles')}</h2>
+          {d?.switching_enabled === false && (
+            <p data-testid="switching-off" className="mb-3 text-sm text-slate-500">
+              {t('switchingOff')}
+            </p>
+          )}
           <div className="overflow-x-auto">
             <table className="w-full text-left text-sm">
               <tbody>
@@ -174,7 +179,8 @@ export default function ModelsPage() {
                       ) : (
                         <button
                           type="button"
-                          disabled={!p.compatible || mm.isSwitching}
+                          disabled={!p.compatible || mm.isSwitching || d?.switching_enabled === false}
+                          title={d?.switching_enabled === false ? t('switchingOff') : undefined}
                           data-testid={`switch-to-${p.id}`}
                           onClick={() => setConfirming(p.id)}
                           className="whitespace-nowrap rounded-lg border border-slate-300 px-2.5 py-1 text-xs hover:bg-slate-50 disabled:cursor-not-allowed disabled:opacity-40 dark:border-slate-700 dark:hover:bg-slate-900"
