@@ -27,6 +27,7 @@ from app.api.routes import (
     usage,
     user_settings,
 )
+from app.core.asgi import GatewayApp
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
@@ -182,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.use_local_jwt_secret()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(
+    app = GatewayApp(
         title="vLLM Chat Gateway",
         version=__version__,
         lifespan=lifespan,

@@ -27,6 +27,7 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.core.asgi import body_send
 from app.core.errors import error_body, openai_status
 from app.core.metrics import ACTIVE_STREAMS
 from app.services.chat_request import ChatRequest
@@ -236,7 +237,7 @@ class ChatRelay(Response):
         try:
             try:
                 if self.request.stream:
-                    await self._stream(send)
+                    await self._stream(send, body_send(scope, send))
                 else:
                     await self._complete(send)
             except asyncio.CancelledError:
@@ -370,8 +371,10 @@ class ChatRelay(Response):
                 self.outcome.completion_tokens = completion
 
     # --- streaming ----------------------------------------------------------------------------
-    async def _stream(self, send: Send) -> None:
-        """Relay the stream; the upstream response stays in `self._upstream` for the finally."""
+    async def _stream(self, send: Send, send_body: Send) -> None:
+        """Relay the stream; the upstream response stays in `self._upstream` for the finally.
+        The start message goes through `send` (the middlewares add their headers), the chunks
+        through `send_body` (`app.core.asgi`: no middleware looks at them)."""
         buffer = b""
         events: list[bytes] = []
         try:
@@ -395,6 +398,7 @@ class ChatRelay(Response):
         headers += [(b"x-accel-buffering", b"no")]
         self._response_started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        send = send_body
         pending = self._pending  # content deltas held back to merge (ui mode only)
         last_send = time.perf_counter()
         try:
