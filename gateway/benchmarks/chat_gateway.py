@@ -102,9 +102,16 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def gateway(
-    tmp: Path, upstream: str, database_url: str, cwd: Path | str = GATEWAY_DIR, **env_extra: str
+    tmp: Path,
+    upstream: str,
+    database_url: str,
+    cwd: Path | str = GATEWAY_DIR,
+    workers: int = 1,
+    prefix: tuple[str, ...] = (),
+    **env_extra: str,
 ) -> Iterator[tuple[str, int]]:
-    """One gateway worker; `cwd` may be another checkout's `gateway/` (same virtualenv)."""
+    """A gateway (one worker unless told); `cwd` may be another checkout's `gateway/` (same
+    virtualenv); `prefix` goes before the command (e.g. `taskset -c 1`)."""
     port = free_port()
     env = (
         dict(os.environ)
@@ -123,7 +130,7 @@ def gateway(
         | env_extra
     )
     with process(
-        [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"],
+        [*prefix, PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env,
         tmp / f"gw-{port}.log",
         cwd,
@@ -330,7 +337,9 @@ def limiter_comparison(
     with simulator(tmp) as sim, db() as database_url, contextlib.ExitStack() as stack:
         urls = {}
         for name, extra in variants.items():
-            url, _ = stack.enter_context(gateway(tmp, sim, database_url, **extra))
+            url, _ = stack.enter_context(
+                gateway(tmp, sim, database_url, GATEWAY_DIR, 1, (), **extra)
+            )
             urls[name] = (url, token(url))
         for concurrency in (32, 128):
             results: dict[str, list[float]] = {name: [] for name in variants}
