@@ -234,5 +234,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(frontend.build_router(settings.ui_dist_dir))  # last: a catch-all
     # the relay endpoints first: the router tries routes in order and these are the hot path
     app.router.routes[0:0] = chat.relay_routes()
+    app.plain_asgi_paths = frozenset(chat.RELAY_PATHS)
     install_openapi(app)
     return app

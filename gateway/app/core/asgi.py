@@ -13,17 +13,54 @@ added without dropping this shortcut.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 RAW_SEND = "gateway.raw_send"
 
 
 class GatewayApp(FastAPI):
+    # paths whose endpoints are plain ASGI (no FastAPI dependencies, no uploaded files): they
+    # skip FastAPI's per-request AsyncExitStack (set by create_app)
+    plain_asgi_paths: Collection[str] = frozenset()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if not self.plain_asgi_paths:
+            return app
+        parent: ASGIApp | None = None
+        node: ASGIApp | None = app
+        while node is not None and not isinstance(node, AsyncExitStackMiddleware):
+            parent, node = node, getattr(node, "app", None)
+        if node is not None and parent is not None:
+            parent.app = _ExitStackUnless(node, frozenset(self.plain_asgi_paths))  # type: ignore[attr-defined]
+        return app
+
+
+class _ExitStackUnless:
+    """FastAPI's AsyncExitStackMiddleware (it closes uploaded files after a FastAPI route),
+    skipped for the plain ASGI endpoints' paths: an exit stack per request is a measurable cost
+    on the hot path and they have nothing to close. Another path (or a root_path prefix) gets
+    the stack as before."""
+
+    def __init__(self, stacked: AsyncExitStackMiddleware, paths: frozenset[str]) -> None:
+        self.stacked = stacked
+        self.bare = stacked.app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            await self.bare(scope, receive, send)
+        else:
+            await self.stacked(scope, receive, send)
 
 
 def body_send(scope: Scope, send: Send) -> Send:
