@@ -1,4 +1,4 @@
-"""The app class, and the one shortcut the hot path takes through the middleware stack.
+"""The app class, and the two shortcuts the hot path takes through the middleware stack.
 
 Every middleware of this app wraps `send` to look at (or add headers to) the response's start
 message only; the body messages after it pass through five wrappers unchanged (security headers,
@@ -9,6 +9,9 @@ the stack as usual and its body messages straight to the server (`body_send`).
 
 Keep it true: a middleware that changes or counts body messages (compression, say) must not be
 added without dropping this shortcut.
+
+The second: FastAPI opens an AsyncExitStack per request (to close uploaded files after a FastAPI
+route); the relay paths (`plain_asgi_paths`), plain ASGI endpoints with nothing to close, skip it.
 """
 
 from __future__ import annotations
