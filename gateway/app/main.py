@@ -28,6 +28,7 @@ from app.api.routes import (
     usage,
     user_settings,
 )
+from app.core.asgi import GatewayApp
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers, is_database_outage
 from app.core.logging import configure_logging
@@ -225,7 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.use_local_jwt_secret()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(
+    app = GatewayApp(
         title="vLLM Chat Gateway",
         version=__version__,
         lifespan=lifespan,
@@ -276,6 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(frontend.build_router(settings.ui_dist_dir))  # last: a catch-all
     # the relay endpoints first: the router tries routes in order and these are the hot path
     app.router.routes[0:0] = chat.relay_routes()
+    app.plain_asgi_paths = frozenset(chat.RELAY_PATHS)
     install_openapi(app)
     app.state.tracer_provider = setup_tracing(app, settings)
     return app

@@ -1,12 +1,15 @@
 """Chat proxy benchmark (issue 3's figures), gateway versus the simulator alone, interleaved.
 
     cd gateway && .venv/bin/python -m benchmarks.chat_gateway [--rounds 3] [--seconds 5]
-        [--db postgres|sqlite] [--skip-streams]
+        [--db postgres|sqlite] [--skip-streams] [--concurrency 32 128]
+        [--baseline /path/to/other-checkout/gateway]
 
 It starts the simulator (zero delays, 16-token answers), then the gateway with ONE uvicorn worker,
 JWT auth and usage recording on, and drives both with `simulator.bench` in a separate process
 (keep-alive aiohttp client; time to first chunk = first `data:` line). Rounds alternate direct and
-gateway runs so the machine's noise hits both. Then: `/api/chat` with conversation persistence,
+gateway runs so the machine's noise hits both. `--baseline` adds a gateway from another checkout
+(same virtualenv, its own database) to every round, to compare two versions in one run. Then:
+`/api/chat` with conversation persistence,
 and 1,000 concurrent open streams (simulator at 50 ms between tokens) with the gateway's RSS.
 """
 
@@ -51,11 +54,11 @@ def wait_http(url: str, deadline_s: float = 30) -> None:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], log: Path, cwd: Path | str = GATEWAY_DIR
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, cwd=GATEWAY_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -99,8 +102,16 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def gateway(
-    tmp: Path, upstream: str, database_url: str, **env_extra: str
+    tmp: Path,
+    upstream: str,
+    database_url: str,
+    cwd: Path | str = GATEWAY_DIR,
+    workers: int = 1,
+    prefix: tuple[str, ...] = (),
+    **env_extra: str,
 ) -> Iterator[tuple[str, int]]:
+    """A gateway (one worker unless told); `cwd` may be another checkout's `gateway/` (same
+    virtualenv); `prefix` goes before the command (e.g. `taskset -c 1`)."""
     port = free_port()
     env = (
         dict(os.environ)
@@ -119,9 +130,10 @@ def gateway(
         | env_extra
     )
     with process(
-        [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"],
+        [*prefix, PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env,
         tmp / f"gw-{port}.log",
+        cwd,
     ) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health/live")
@@ -193,6 +205,17 @@ def main() -> int:
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--skip-streams", action="store_true", help="skip the 1,000-stream run")
     parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 32, 128], help="levels to measure"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout's gateway/ directory (e.g. a `git worktree` of an older commit): "
+        "its gateway runs interleaved with this one, same upstream and load generator",
+    )
+    parser.add_argument("--skip-ui", action="store_true", help="skip the /api/chat and streams")
+    parser.add_argument(
         "--limiter-only", action="store_true", help="only the rate limiter on/off comparison"
     )
     args = parser.parse_args()
@@ -211,23 +234,39 @@ def main() -> int:
         db() as database_url,
         gateway(tmp, sim, database_url) as (gw, _pid),
         bare_passthrough(tmp, sim) as bare,
+        contextlib.ExitStack() as stack,
     ):
         tok = token(gw)
+        base: tuple[str, str] | None = None
+        if args.baseline is not None:
+            base_db = stack.enter_context(db())
+            base_url, _ = stack.enter_context(gateway(tmp, sim, base_db, cwd=args.baseline))
+            base = (base_url, token(base_url))
         print(f"\n== /v1/chat/completions, 16-chunk streams, zero upstream delay, db={args.db} ==")
-        for concurrency in (1, 32, 128):
-            direct, through, floor = [], [], []
+        for concurrency in args.concurrency:
+            direct, through, floor, old = [], [], [], []
             for _ in range(args.rounds):
                 direct.append(load(sim, concurrency, args.seconds))
                 through.append(load(gw, concurrency, args.seconds, tok=tok))
                 floor.append(load(bare, concurrency, args.seconds))
+                if base is not None:
+                    old.append(load(base[0], concurrency, args.seconds, tok=base[1]))
             d_rps = statistics.median(r["rps"] for r in direct)
             g_rps = statistics.median(r["rps"] for r in through)
             b_rps = statistics.median(r["rps"] for r in floor)
             errors = sum(r["errors"] for r in through)
+            baseline = ""
+            if old:
+                o_rps = statistics.median(r["rps"] for r in old)
+                o_err = sum(r["errors"] for r in old)
+                baseline = (
+                    f" | baseline {o_rps:5.0f} rps errors={o_err:.0f} "
+                    f"baseline/bare {o_rps / b_rps:.2f}"
+                )
             print(
                 f"c={concurrency:<4} direct {d_rps:6.0f} rps | gateway {g_rps:5.0f} rps "
                 f"errors={errors:.0f} | bare FastAPI+aiohttp passthrough {b_rps:5.0f} rps "
-                f"| gateway/bare {g_rps / b_rps:.2f}"
+                f"| gateway/bare {g_rps / b_rps:.2f}{baseline}"
             )
             if concurrency == 1:
                 for q in ("p50", "p99"):
@@ -238,6 +277,8 @@ def main() -> int:
                         f"       ttft {q}: direct {d_ttft:.2f} ms; added by the gateway "
                         f"{added:.2f} ms, by the bare passthrough {floor_added:.2f} ms"
                     )
+        if args.skip_ui:
+            return 0
 
         print("\n== /api/chat with conversation persistence (a new conversation per request) ==")
         chat = [load(gw, 32, args.seconds, tok=tok, path="/api/chat") for _ in range(args.rounds)]
@@ -296,7 +337,9 @@ def limiter_comparison(
     with simulator(tmp) as sim, db() as database_url, contextlib.ExitStack() as stack:
         urls = {}
         for name, extra in variants.items():
-            url, _ = stack.enter_context(gateway(tmp, sim, database_url, **extra))
+            url, _ = stack.enter_context(
+                gateway(tmp, sim, database_url, GATEWAY_DIR, 1, (), **extra)
+            )
             urls[name] = (url, token(url))
         for concurrency in (32, 128):
             results: dict[str, list[float]] = {name: [] for name in variants}

@@ -40,6 +40,12 @@ class Results:
     error_kinds: Counter[str] = field(default_factory=Counter)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process (with its threads) has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -92,6 +98,7 @@ async def run(
     warmup: float,
     body: bytes,
     path: str = "/v1/chat/completions",
+    cpu_pids: tuple[int, ...] = (),
 ) -> Results:
     endpoint = url.rstrip("/") + path
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
@@ -104,19 +111,24 @@ async def run(
                 *(_worker(session, endpoint, body, until, scratch) for _ in range(concurrency))
             )
         results = Results()
+        cpu_before = sum(process_cpu_s(pid) for pid in cpu_pids)
         started = time.perf_counter()
         until = started + seconds
         await asyncio.gather(
             *(_worker(session, endpoint, body, until, results) for _ in range(concurrency))
         )
         elapsed = time.perf_counter() - started
+        cpu_used = sum(process_cpu_s(pid) for pid in cpu_pids) - cpu_before
     rps = results.ok / elapsed
+    cpu = ""
+    if cpu_pids:  # requests still running at the end make this a little high: the same for all
+        cpu = f" cpu_ms_per_req={cpu_used * 1000 / max(results.ok, 1):.3f}ms"
     print(
         f"concurrency={concurrency} seconds={elapsed:.2f} ok={results.ok} errors={results.errors} "
         f"rps={rps:.0f} ttft_p50={_percentile(results.ttft, 0.5) * 1000:.2f}ms "
         f"ttft_p99={_percentile(results.ttft, 0.99) * 1000:.2f}ms "
         f"latency_p50={_percentile(results.latency, 0.5) * 1000:.2f}ms "
-        f"latency_p99={_percentile(results.latency, 0.99) * 1000:.2f}ms",
+        f"latency_p99={_percentile(results.latency, 0.99) * 1000:.2f}ms{cpu}",
         flush=True,
     )
     if results.error_kinds:
@@ -158,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/v1/chat/completions", help="e.g. /api/chat")
     parser.add_argument("--token", default=None, help="sent as Authorization: Bearer TOKEN")
     parser.add_argument(
+        "--cpu-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="a server process (repeatable): report its CPU per request from /proc",
+    )
+    parser.add_argument(
         "--sim-args", default="", help='options for a spawned simulator, e.g. "--itl-ms 5"'
     )
     args = parser.parse_args(argv)
@@ -177,7 +196,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def go(url: str) -> None:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(run(url, args.concurrency, args.seconds, args.warmup, body, args.path))
+            runner.run(
+                run(
+                    url,
+                    args.concurrency,
+                    args.seconds,
+                    args.warmup,
+                    body,
+                    args.path,
+                    tuple(args.cpu_pid),
+                )
+            )
 
     if args.url and not args.spawn:
         go(args.url)

@@ -44,10 +44,32 @@ def mask_text(text: str) -> str:
     return text
 
 
+_PLAIN, _SECRET, _EMAIL = 0, 1, 2
+_KEY_KINDS: dict[str, int] = {}  # a log line's keys are a small set: classify each once
+_SCALARS = (int, float, bool, type(None))
+
+
+def _key_kind(key: str) -> int:
+    kind = _KEY_KINDS.get(key)
+    if kind is None:
+        if _SECRET_KEYS.search(key) and not key.endswith(("_tokens", "_count")):
+            kind = _SECRET
+        elif _EMAIL_KEYS.search(key):
+            kind = _EMAIL
+        else:
+            kind = _PLAIN
+        if len(_KEY_KINDS) < 4096:  # dict keys from arbitrary data must not grow it forever
+            _KEY_KINDS[key] = kind
+    return kind
+
+
 def _mask_value(key: str, value: Any) -> Any:
-    if _SECRET_KEYS.search(key) and not key.endswith(("_tokens", "_count")):
+    kind = _key_kind(key)
+    if kind == _PLAIN and isinstance(value, _SCALARS):  # most fields: numbers, ids, None
+        return value
+    if kind == _SECRET:
         return MASK if value not in (None, "") else value
-    if _EMAIL_KEYS.search(key) and isinstance(value, str):
+    if kind == _EMAIL and isinstance(value, str):
         return mask_text(value) if "@" in value else value
     if isinstance(value, str):
         return mask_text(value)

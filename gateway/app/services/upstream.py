@@ -184,6 +184,9 @@ class UpstreamResponse:
 
     async def finish(self) -> None:
         """Read to the end after [DONE] so the keep-alive connection can be reused."""
+        if self._resp.content.at_eof():  # the usual case: the end came with [DONE], no timer
+            self._resp.release()
+            return
         try:
             async with asyncio.timeout(1.0):
                 while await self._resp.content.readany():

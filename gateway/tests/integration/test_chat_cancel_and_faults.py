@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -160,6 +161,22 @@ class TestUpstreamFaults:
                     assert r.status_code == 200
                     events = await read_sse(r)
             assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "upstream_timeout"
+            assert (await _rows(gw))[-1].status_code == 504
+
+    async def test_hang_between_chunks_on_v1_is_an_error_frame_in_time(self, start_gateway) -> None:  # type: ignore[no-untyped-def]
+        # /v1 never coalesces: its idle timeout is the stream's one timer (issue 17)
+        async with start_gateway(upstream_idle_timeout_s=0.5) as gw:
+            token = await _token(gw)
+            async with gw.client(token) as c:
+                body = _chat("x [[sim:hang_after=2]]", model="current", stream=True)
+                started = time.monotonic()
+                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    assert r.status_code == 200
+                    events = await read_sse(r)
+                took = time.monotonic() - started
+            assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "upstream_timeout"
+            assert any(e != "[DONE]" and "choices" in e for e in events)  # the first chunks came
+            assert 0.5 <= took < 10
             assert (await _rows(gw))[-1].status_code == 504
 
     async def test_non_streaming_failures(self, start_gateway) -> None:  # type: ignore[no-untyped-def]

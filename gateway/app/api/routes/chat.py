@@ -1,9 +1,9 @@
 """The chat routes: `/api/chat` (the UI) and the OpenAI-compatible `/v1` surface.
 
 `POST /api/chat`, `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` are the hot
-path (issue 3's figures: ~1,000 streamed requests/s on one worker). They are plain Starlette
-class endpoints registered on the app: Starlette runs a class endpoint as raw ASGI, so FastAPI's
-dependency solving and body parsing stay off that path, while the app's error handlers (the
+path (issue 3's figures: ~1,000 streamed requests/s on one worker). They are plain ASGI
+endpoints registered on the app as Starlette routes, so FastAPI's dependency solving and body
+parsing stay off that path, while the app's error handlers (the
 SPEC's error body, OpenAI's shape on /v1), routing, 405s and the request-context middleware
 apply as to every route. Their OpenAPI description is in `app.api.openapi`.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -48,15 +47,21 @@ class _NoAnswer(Response):
         return None
 
 
-class _Relay(HTTPEndpoint):
-    """POST only; another method is 405 `use POST` with `Allow`, through the app's error
-    handler."""
+class _Relay:
+    """A plain ASGI endpoint (one instance per path, shared by its requests): POST only; another
+    method is 405 `use POST` with `Allow`, through the app's error handler.
+
+    Not a `HTTPEndpoint`: that builds a method table, a second `Request` and checks whether the
+    handler is a coroutine on every request; this is the hot path (issue 17)."""
 
     endpoint = Endpoint.CHAT
     ui = False
 
-    async def method_not_allowed(self, request: Request) -> Response:
-        raise HTTPException(405, "use POST", headers={"Allow": "POST"})
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise HTTPException(405, "use POST", headers={"Allow": "POST"})
+        response = await self.post(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def post(self, request: Request) -> Response:
         chat: ChatService = request.app.state.chat
@@ -108,7 +113,9 @@ RELAY_PATHS: dict[str, type[_Relay]] = {
 
 def relay_routes() -> list[BaseRoute]:
     return [
-        Route(path, endpoint, include_in_schema=False)  # the endpoint answers other methods
+        # an instance, not the class: Starlette then calls it as a plain ASGI app (no
+        # per-request endpoint object); it answers other methods itself
+        Route(path, endpoint(), include_in_schema=False)
         for path, endpoint in RELAY_PATHS.items()
     ]
 
