@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     upstream_first_token_timeout_s: float = Field(default=120.0, gt=0)
     upstream_idle_timeout_s: float = Field(default=60.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    # a profile served by several instances: how often each is probed (`/health`), and the
+    # longest wait between two probes of one that was taken out (1, 2, 4 ... up to this)
+    upstream_health_interval_s: float = Field(default=2.0, gt=0)
+    upstream_retry_max_s: float = Field(default=30.0, gt=0)
     stream_flush_ms: int = Field(default=25, ge=0)
     chat_max_messages: int = Field(default=500, ge=1)
     chat_max_chars: int = Field(default=400_000, ge=1)

@@ -76,6 +76,18 @@ MODEL_SERVER_RESTARTS = Counter(
 MODEL_UP = Gauge(
     "gateway_model_up", "1 while the managed model server answers", multiprocess_mode="max"
 )
+UPSTREAM_INSTANCE_UP = Gauge(
+    "gateway_upstream_instance_up",
+    "1 while a pool's model server instance takes requests, 0 while it is out",
+    ["instance"],
+    multiprocess_mode="livemin",
+)
+UPSTREAM_INSTANCE_OUTSTANDING = Gauge(
+    "gateway_upstream_instance_outstanding",
+    "Requests a pool's model server instance is answering now",
+    ["instance"],
+    multiprocess_mode="livesum",
+)
 GPU_UTILIZATION = Gauge(
     "gpu_utilization_percent",
     "GPU utilization at the last probe",

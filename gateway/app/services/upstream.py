@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -23,6 +23,9 @@ from yarl import URL
 
 from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from app.services.pool import InstancePool
 
 log = structlog.get_logger()
 
@@ -209,6 +212,8 @@ class UpstreamClient:
         # the serving profile's id (set by the model manager; None when nothing is managed), for
         # the usage rows
         self.serving_profile: Callable[[], str | None] = lambda: None
+        # several instances serving the model (a profile's `instances`; `services/pool.py`)
+        self.pool: InstancePool | None = None
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
@@ -241,7 +246,34 @@ class UpstreamClient:
             skip_auto_headers=("User-Agent",),
         )
 
+    # --- pools (issue 15) ----------------------------------------------------------------------
+    async def use_pool(self, base_urls: list[str] | None) -> None:
+        """Spread requests over several instances (None or one URL: a single server again)."""
+        from app.services.pool import InstancePool  # here: pool.py imports this module
+
+        if (
+            self.pool is not None
+            and base_urls
+            and self.pool.base_urls == [u.rstrip("/") for u in base_urls]
+        ):
+            return
+        old, self.pool = self.pool, None
+        if old is not None:
+            await old.stop()
+        if base_urls and len(base_urls) > 1:
+            self.retarget(base_urls[0])
+            self.pool = InstancePool(
+                base_urls,
+                session=lambda: self.http,
+                health_interval_s=self.settings.upstream_health_interval_s,
+                retry_max_s=self.settings.upstream_retry_max_s,
+                probe_timeout_s=self.settings.health_probe_timeout_s,
+            )
+            self.pool.start()
+
     async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -268,6 +300,8 @@ class UpstreamClient:
         headers = {"Content-Type": "application/json"}
         if request_id:
             headers["X-Request-ID"] = request_id
+        if self.pool is not None:
+            return await self.pool.post(endpoint, data, headers)
         url = self.url(endpoint)
         try:
             try:
@@ -326,9 +360,21 @@ class UpstreamClient:
         self._models = None
 
     async def _fetch_models(self) -> list[ServedModel]:
+        if self.pool is None:
+            return await self._fetch_models_from(self.base_url)
+        failure: UpstreamError | None = None
+        for base in self.pool.healthy_urls():  # any instance answers for all of them
+            try:
+                return await self._fetch_models_from(base)
+            except UpstreamError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _fetch_models_from(self, base_url: str) -> list[ServedModel]:
         try:
             async with asyncio.timeout(self.settings.upstream_connect_timeout_s + 5):
-                async with self.http.get(f"{self.base_url}/models") as resp:
+                async with self.http.get(f"{base_url}/models") as resp:
                     if resp.status != 200:
                         raise model_unavailable(f"/v1/models answered {resp.status}")
                     body = orjson.loads(await resp.read())
