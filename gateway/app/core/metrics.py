@@ -82,6 +82,10 @@ UPSTREAM_INSTANCE_UP = Gauge(
     ["instance"],
     multiprocess_mode="livemin",
 )
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total",
+    "Requests sent once more to another instance of a pool after failing before their first byte",
+)
 UPSTREAM_INSTANCE_OUTSTANDING = Gauge(
     "gateway_upstream_instance_outstanding",
     "Requests a pool's model server instance is answering now",

@@ -643,4 +643,5 @@ class ModelManager:
             "profiles_error": self.profiles_error,
             "in_flight": self.gate.in_flight,
             "instances": self.upstream.pool.view() if self.upstream.pool is not None else None,
+            "instance_retries": self.upstream.pool.retries if self.upstream.pool else None,
         }

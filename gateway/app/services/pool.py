@@ -27,7 +27,11 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from app.core.metrics import UPSTREAM_INSTANCE_OUTSTANDING, UPSTREAM_INSTANCE_UP
+from app.core.metrics import (
+    UPSTREAM_INSTANCE_OUTSTANDING,
+    UPSTREAM_INSTANCE_UP,
+    UPSTREAM_RETRIES,
+)
 from app.services.upstream import (
     UpstreamResponse,
     model_unavailable,
@@ -165,6 +169,7 @@ class InstancePool:
         self.retry_max_s = retry_max_s
         self.probe_timeout_s = probe_timeout_s
         self._next = 0  # round-robin among equally busy instances
+        self.retries = 0  # requests answered by a second instance after the first failed
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         for inst in self.instances:
@@ -325,6 +330,8 @@ class InstancePool:
                 raise
             inst.served += 1
             if tried[:-1]:
+                self.retries += 1
+                UPSTREAM_RETRIES.inc()
                 log.info(
                     "request retried on another instance",
                     failed=[i.base_url for i in tried[:-1]],
