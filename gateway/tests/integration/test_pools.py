@@ -66,7 +66,9 @@ def pool(tmp_path: Path) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def pool_gateway(tmp_path: Path, instances: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+async def pool_gateway(
+    tmp_path: Path, instances: list[str], health_interval_s: float = 0.5
+) -> AsyncIterator[httpx.AsyncClient]:
     profiles = {
         "profiles": {
             "sim-pool": {
@@ -90,7 +92,7 @@ async def pool_gateway(tmp_path: Path, instances: list[str]) -> AsyncIterator[ht
         title_generation=False,
         gpu_probe="none",
         rate_limit_enabled=False,
-        upstream_health_interval_s=0.5,
+        upstream_health_interval_s=health_interval_s,
         upstream_retry_max_s=2,
     )
     async with LiveGateway(create_app(settings), free_port()) as gw:
@@ -221,20 +223,37 @@ async def test_an_instance_killed_under_load(tmp_path: Path, pool: Pool) -> None
 async def test_a_refusing_instance_is_taken_out_and_costs_nothing(
     tmp_path: Path, pool: Pool
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    async with pool_gateway(tmp_path, [dead, *pool.urls[:2]]) as client:
+    # no health probe before the requests: the requests themselves find the dead instance
+    async with pool_gateway(tmp_path, pool.urls, health_interval_s=60) as client:
+        assert (await instances(client))[pool.urls[0]]["healthy"]
+        pool.sims[0].stop(signal.SIGKILL)
+        dead = pool.urls[0]
         results = Counter(await asyncio.gather(*(chat(client) for _ in range(20))))
         assert results == {"ok": 20}, results
-        assert await retries(client) >= 1  # the first pick was the dead one
+        assert await retries(client) >= 1  # a request sent to the dead one went elsewhere
         views = await instances(client)
         assert views[dead]["healthy"] is False
-        assert views[dead]["last_error"] in ("connection refused", "health check failed")
+        assert views[dead]["last_error"] == "connection refused"
         assert views[dead]["outstanding"] == 0
+        assert views[dead]["served"] == 0
         # /v1/models answers from a healthy instance whatever the first one does
         r = await client.get("/v1/models")
         assert [m["id"] for m in r.json()["data"]] == ["sim-pool"]
         metrics = (await client.get("/metrics")).text
         assert f'gateway_upstream_instance_up{{instance="{dead}"}} 0.0' in metrics
+
+
+async def test_an_instance_dead_from_the_start_fails_its_probe(tmp_path: Path, pool: Pool) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    async with pool_gateway(tmp_path, [dead, *pool.urls[:2]]) as client:
+
+        async def out() -> bool:
+            return not (await instances(client))[dead]["healthy"]
+
+        await wait_until(out, timeout=10)
+        results = Counter(await asyncio.gather(*(chat(client) for _ in range(10))))
+        assert results == {"ok": 10}, results
+        assert (await instances(client))[dead]["served"] == 0
 
 
 async def test_every_instance_down_is_a_503_with_retry_after(tmp_path: Path, pool: Pool) -> None:
