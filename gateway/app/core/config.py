@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # --- model manager (SPEC §6) ------------------------------------------------------------
     model_profiles_path: Path = GATEWAY_DIR / "profiles" / "profiles.yaml"
     model_default_profile: str | None = None
+    # more profiles served at once next to the default one (issue 15): the n-th on VLLM_BASE_URL's
+    # port + n, its logs in MODEL_LOG_DIR/slot-n, its container VLLM_CONTAINER_NAME-n
+    model_also_serve: Annotated[list[str], NoDecode] = Field(default_factory=list)
     model_ready_timeout_s: float = Field(default=900.0, gt=0)
     model_stop_timeout_s: float = Field(default=30.0, gt=0)
     switch_wait_s: float = Field(default=30.0, ge=0)
@@ -181,6 +184,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cors_origins",
         "model_aliases",
+        "model_also_serve",
         "content_blocklist",
         "metrics_allow_networks",
         mode="before",

@@ -181,7 +181,7 @@ class ChatService:
             self.spawn(self.limiter.release(admission, tokens))
 
         return ChatRelay(
-            self.upstream,
+            model.client or self.upstream,  # several models at once: the server of this one
             req,
             ui=ui,
             flush_ms=self.settings.stream_flush_ms,
@@ -228,7 +228,7 @@ class ChatService:
             return ServedModel(id=name, max_model_len=None, created=0, owned_by=""), err
 
     async def list_models(self) -> list[ServedModel]:
-        return await self.upstream.models()
+        return await self.upstream.all_models()
 
     # --- after the answer ---------------------------------------------------------------------
     def _finish(
@@ -307,7 +307,7 @@ class ChatService:
                 request_id=request_id,
                 conversation_id=conversation_id,
                 model=model.id if model else None,
-                profile=self.upstream.serving_profile() if model else None,
+                profile=(model.client or self.upstream).serving_profile() if model else None,
                 client="ui" if ui else "api",
                 prompt_tokens=outcome.prompt_tokens if outcome else None,
                 completion_tokens=outcome.completion_tokens if outcome else None,

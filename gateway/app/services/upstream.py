@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,8 @@ class ServedModel:
     max_model_len: int | None
     created: int
     owned_by: str
+    # the client of the server that serves it (several models at once: `model_manager/fleet.py`)
+    client: UpstreamClient | None = field(default=None, compare=False, repr=False)
 
 
 def map_status(
@@ -214,6 +216,10 @@ class UpstreamClient:
         self.serving_profile: Callable[[], str | None] = lambda: None
         # several instances serving the model (a profile's `instances`; `services/pool.py`)
         self.pool: InstancePool | None = None
+        # several models at once (`model_manager/fleet.py`): a name this server does not serve
+        # is looked up in the others; `other_models` lists theirs
+        self.route_other: Callable[[str], Awaitable[ServedModel | None]] | None = None
+        self.other_models: Callable[[], Awaitable[list[ServedModel]]] | None = None
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
@@ -388,6 +394,7 @@ class UpstreamClient:
                 max_model_len=_context_length(m),
                 created=int(m.get("created") or 0),
                 owned_by=str(m.get("owned_by") or "vllm"),
+                client=self,
             )
             for m in body.get("data", [])
             if isinstance(m, dict) and "id" in m
@@ -396,9 +403,36 @@ class UpstreamClient:
             raise model_unavailable("no model is loaded")
         return models
 
+    async def all_models(self) -> list[ServedModel]:
+        """Every model served: this server's, then the other members' (several at once)."""
+        if self.other_models is None:
+            return await self.models()
+        try:
+            own = await self.models()
+        except UpstreamError:
+            others = await self.other_models()
+            if not others:
+                raise
+            return others
+        return [*own, *await self.other_models()]
+
     async def resolve(self, requested: Any) -> ServedModel:
         """`model` omitted or "current" → the served model; else its id, the serving profile's
-        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive)."""
+        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive);
+        with several models served at once, a name of another member is its model."""
+        if self.route_other is None:
+            return await self._resolve(requested)
+        try:
+            return await self._resolve(requested)
+        except (NotFound, UpstreamError):
+            if not isinstance(requested, str) or requested in ("", "current"):
+                raise
+            other = await self.route_other(requested)
+            if other is None:
+                raise
+            return other
+
+    async def _resolve(self, requested: Any) -> ServedModel:
         models = await self.models()
         if requested is None or requested == "current" or requested == "":
             return models[0]

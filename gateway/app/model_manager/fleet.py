@@ -1,0 +1,188 @@
+"""Several profiles served at once (issue 15; llama-swap calls the set a group).
+
+Built by composition: each served profile has its own `ModelManager` (a slot) with its own
+host and port, model-server client, serving gate and state machine; `Fleet` is the small
+object over them that the model routes, `/v1/models` and routing use. Slot 0 is the gateway's
+own manager (`MODEL_DEFAULT_PROFILE` on `VLLM_BASE_URL`); slot n serves the n-th profile of
+`MODEL_ALSO_SERVE` on `VLLM_BASE_URL`'s port + n. A switch replaces one member of the set
+(`replace`: the profile it takes the place of; none: slot 0, as with one model).
+
+Routing: the chat resolves a request's `model` on slot 0's client first (the hot path of one
+model is unchanged); a name slot 0 does not serve is looked up in the other slots
+(`UpstreamClient.route_other`), and the `ServedModel` found names the client that serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from yarl import URL
+
+from app.core.config import Settings
+from app.core.errors import AppError, Conflict
+from app.model_manager.compatibility import check_compatibility, gpus_taken, without_gpus
+from app.model_manager.gate import ModelSwitching
+from app.model_manager.manager import IncompatibleHardware, ModelManager, ModelStatus, SwitchRecord
+from app.model_manager.profiles import ModelProfile
+from app.services.upstream import ServedModel, UpstreamClient
+
+
+class NotServed(AppError):
+    status_code, code = 404, "profile_not_served"
+
+
+def slot_settings(settings: Settings, n: int, profile_id: str) -> Settings:
+    """Slot n's settings: its own port, log directory (pid file) and container name."""
+    url = URL(settings.vllm_base_url)
+    return settings.model_copy(
+        update={
+            "vllm_base_url": str(url.with_port((url.port or 8000) + n)),
+            "model_default_profile": profile_id,
+            "model_also_serve": [],
+            "model_log_dir": settings.model_log_dir / f"slot-{n}",
+            "vllm_container_name": f"{settings.vllm_container_name}-{n}",
+        }
+    )
+
+
+class Fleet:
+    def __init__(self, settings: Settings, primary: ModelManager) -> None:
+        self.settings = settings
+        self.slots: list[ModelManager] = [primary]
+        for n, profile_id in enumerate(settings.model_also_serve, start=1):
+            own = slot_settings(settings, n, profile_id)
+            self.slots.append(ModelManager(own, UpstreamClient(own)))
+        if len(self.slots) > 1:
+            primary.upstream.route_other = self.route_other
+            primary.upstream.other_models = self.other_models
+
+    @property
+    def primary(self) -> ModelManager:
+        return self.slots[0]
+
+    async def start(self) -> None:
+        """Slot 0 is started by the app; the others here, each with its own client."""
+        for slot in self.slots[1:]:
+            await slot.upstream.start()
+            await slot.start()
+
+    async def stop(self) -> None:
+        for slot in self.slots[1:]:
+            await slot.stop()
+            await slot.upstream.stop()
+
+    # --- routing ------------------------------------------------------------------------------
+    def _names(self, slot: ModelManager) -> set[str]:
+        """Every name a slot answers to now, or will once its switch ends."""
+        names: set[str] = set()
+        for pid in (slot.current_profile, slot.switch.target if slot.switch else None):
+            profile = slot.profiles.get(pid or "")
+            if pid is not None and profile is not None:
+                names |= {pid, profile.served_name, *profile.aliases}
+        return {n.lower() for n in names}
+
+    async def route_other(self, requested: str) -> ServedModel | None:
+        """The model of another slot that answers to `requested`: None when none does. A slot
+        being switched or started holds the request up to SWITCH_WAIT_S (then 503
+        `model_switching`), like slot 0's gate does."""
+        name = requested.strip().lower()
+        for slot in self.slots[1:]:
+            if name not in self._names(slot):
+                continue
+            if not slot.gate.is_open:
+                await slot.gate.enter(self.settings.switch_wait_s)
+                slot.gate.leave()
+            if slot.status is not ModelStatus.RUNNING:
+                raise ModelSwitching(
+                    f"the model {requested!r} is not running ({slot.status.value})",
+                    headers={"Retry-After": str(slot.gate.retry_after_s)},
+                )
+            return await slot.upstream.resolve(requested)
+        return None
+
+    async def other_models(self) -> list[ServedModel]:
+        """The models the other slots serve now (a slot that does not answer is left out)."""
+        found: list[ServedModel] = []
+        results = await asyncio.gather(
+            *(slot.upstream.models() for slot in self.slots[1:]), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, list):
+                found.extend(result)
+        return found
+
+    def profile_for(self, model_id: str) -> ModelProfile | None:
+        for slot in self.slots:
+            profile = slot.profiles.get(slot.current_profile or "")
+            if profile is not None and model_id in (profile.served_name, *profile.aliases):
+                return profile
+        return self.primary.serving_profile(model_id)
+
+    # --- switching ----------------------------------------------------------------------------
+    def _slot_of(self, profile_id: str) -> ModelManager | None:
+        for slot in self.slots:
+            if profile_id in (slot.current_profile, slot.switch.target if slot.switch else None):
+                return slot
+        return None
+
+    async def request_switch(self, profile_id: str, replace: str | None = None) -> SwitchRecord:
+        """Replace one member of the set: the slot serving `replace` (none: slot 0)."""
+        if len(self.slots) == 1 and replace is None:
+            return await self.primary.request_switch(profile_id)
+        slot = self.primary if replace is None else self._slot_of(replace)
+        if slot is None or (replace is not None and slot.current_profile != replace):
+            raise NotServed(f"profile {replace!r} is not served now; nothing to replace")
+        profile = slot._require_profile(profile_id)
+        holder = self._slot_of(profile_id)
+        if holder is not None and holder is not slot:
+            raise Conflict(
+                f"profile {profile_id!r} is already served (or being started) next to this one",
+                code="already_served",
+            )
+        # the GPUs the other members hold are not this one's to use
+        others = [
+            s.profiles[s.current_profile]
+            for s in self.slots
+            if s is not slot and s.current_profile in s.profiles
+        ]
+        hw = await slot.hardware_info(max_age_s=1.0)
+        taken = gpus_taken(others, hw)
+        if taken and not profile.cpu_only:
+            compat = check_compatibility(profile, without_gpus(hw, taken))
+            reasons = list(compat.reasons)
+            if profile.gpu_ids and set(profile.gpu_ids) & taken:
+                reasons.append(
+                    f"GPU {', '.join(map(str, sorted(set(profile.gpu_ids) & taken)))} "
+                    "is held by another model served now"
+                )
+            if reasons:
+                raise IncompatibleHardware(
+                    f"profile {profile_id!r} cannot run next to the models served now: "
+                    + "; ".join(reasons),
+                    extra={
+                        "reasons": reasons,
+                        "details": compat.details,
+                        "gpus_taken": sorted(taken),
+                    },
+                )
+        return await slot.request_switch(profile_id)
+
+    # --- views --------------------------------------------------------------------------------
+    async def members(self) -> list[dict[str, Any]]:
+        views = []
+        for n, slot in enumerate(self.slots):
+            profile = slot.profiles.get(slot.current_profile or "")
+            views.append(
+                {
+                    "slot": n,
+                    "profile": slot.current_profile,
+                    "status": slot.status.value,
+                    "served_model": profile.served_name if profile is not None else None,
+                    "base_url": slot.upstream.base_url,
+                    "switch": slot.switch.to_dict() if slot.switch else None,
+                    "error": slot.error,
+                    "in_flight": slot.gate.in_flight,
+                }
+            )
+        return views
