@@ -52,7 +52,9 @@ class Fleet:
         self.slots: list[ModelManager] = [primary]
         for n, profile_id in enumerate(settings.model_also_serve, start=1):
             own = slot_settings(settings, n, profile_id)
-            self.slots.append(ModelManager(own, UpstreamClient(own)))
+            slot = ModelManager(own, UpstreamClient(own))
+            slot.upstream.member_gate = slot.gate
+            self.slots.append(slot)
         if len(self.slots) > 1:
             primary.upstream.route_other = self.route_other
             primary.upstream.other_models = self.other_models

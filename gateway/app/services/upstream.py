@@ -25,6 +25,7 @@ from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
 
 if TYPE_CHECKING:
+    from app.model_manager.gate import ServingGate
     from app.services.pool import InstancePool
 
 log = structlog.get_logger()
@@ -220,6 +221,9 @@ class UpstreamClient:
         # is looked up in the others; `other_models` lists theirs
         self.route_other: Callable[[str], Awaitable[ServedModel | None]] | None = None
         self.other_models: Callable[[], Awaitable[list[ServedModel]]] | None = None
+        # the serving gate of the member this client serves, when it is not the first one: chat
+        # requests to its model enter it, so its switch drains them
+        self.member_gate: ServingGate | None = None
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""

@@ -18,14 +18,19 @@ import yaml
 
 from app.main import create_app
 from tests.conftest import LiveGateway, assert_error, bearer, make_settings, read_sse, wait_until
-from tests.integration.test_model_switching import PROFILES, chat_once
+from tests.integration.test_model_switching import PROFILES, SIM, chat_once
 from tests.ports import _bindable, free_port
 
 PROFILES_AT_ONCE: dict[str, Any] = {
     **PROFILES,
     "simulator-c": {**PROFILES["simulator"], "name": "Simulator C", "model_id": "sim-c"},
 }
-PROFILES_AT_ONCE["simulator-alt"] = {**PROFILES["simulator-alt"], "aliases": ["coder"]}
+# answers of about 1.5 s, so a switch finds some running on the member it replaces
+PROFILES_AT_ONCE["simulator-alt"] = {
+    **PROFILES["simulator-alt"],
+    "aliases": ["coder"],
+    "command": [*SIM, "--ttft-ms", "20", "--itl-ms", "50", "--tokens", "30"],
+}
 
 
 def two_free_ports() -> int:
@@ -180,6 +185,13 @@ async def test_a_switch_replaces_one_member_and_the_other_keeps_serving(tmp_path
                 results[(outcome, model if outcome == "ok" else str(model)[:80])] += 1
 
         workers = [asyncio.create_task(chat_a()) for _ in range(3)]
+        # answers running on the member about to be replaced finish on it (the switch drains)
+        on_b = [asyncio.create_task(v1_model(fleet.client, "coder")) for _ in range(3)]
+
+        async def b_running() -> bool:
+            return bool((await fleet.members())[1]["in_flight"] == 3)
+
+        await wait_until(b_running, timeout=10, interval=0.01)
         try:
             r = await fleet.switch("simulator-c", replace="simulator-alt")
             assert r.status_code == 202, r.text
@@ -191,6 +203,7 @@ async def test_a_switch_replaces_one_member_and_the_other_keeps_serving(tmp_path
         finally:
             stop.set()
             await asyncio.gather(*workers)
+        assert [await t for t in on_b] == [(200, "sim-b")] * 3
         # member 0 answered all along: no request to it failed or waited out the switch
         assert set(results) == {("ok", "sim-a")}, results
         assert sum(results.values()) >= 3
