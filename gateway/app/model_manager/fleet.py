@@ -23,8 +23,14 @@ from app.core.config import Settings
 from app.core.errors import AppError, Conflict
 from app.model_manager.compatibility import check_compatibility, gpus_taken, without_gpus
 from app.model_manager.gate import ModelSwitching
-from app.model_manager.manager import IncompatibleHardware, ModelManager, ModelStatus, SwitchRecord
-from app.model_manager.profiles import ModelProfile
+from app.model_manager.manager import (
+    IncompatibleHardware,
+    InvalidProfiles,
+    ModelManager,
+    ModelStatus,
+    SwitchRecord,
+)
+from app.model_manager.profiles import ModelProfile, ProfilesInvalid, load_profiles
 from app.services.upstream import ServedModel, UpstreamClient
 
 
@@ -169,6 +175,24 @@ class Fleet:
                     },
                 )
         return await slot.request_switch(profile_id)
+
+    def reload_profiles(self) -> dict[str, ModelProfile]:
+        """Re-read the profiles file for every member; refused (nothing changes) when a
+        profile one of them serves is missing from it."""
+        try:
+            profiles = load_profiles(self.settings.model_profiles_path)
+        except ProfilesInvalid as exc:
+            raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
+        for slot in self.slots[1:]:
+            if slot.current_profile is not None and slot.current_profile not in profiles:
+                raise InvalidProfiles(
+                    f"profiles not reloaded: the running profile {slot.current_profile!r} is "
+                    "missing from the file (switch away from it first)"
+                )
+        reloaded = self.primary.reload_profiles()
+        for slot in self.slots[1:]:
+            slot.reload_profiles()
+        return reloaded
 
     # --- views --------------------------------------------------------------------------------
     async def members(self) -> list[dict[str, Any]]:

@@ -160,6 +160,15 @@ async def test_load_spreads_over_the_instances(tmp_path: Path, pool: Pool) -> No
         assert sum(split) == 90
         # least outstanding requests with round-robin ties: no instance is left out or flooded
         assert min(split) >= 18, split
+        # answers read whole (stream: false) and embeddings take the same way
+        for _ in range(3):
+            body = {"model": "sim-pool", "messages": [{"role": "user", "content": "hi"}]}
+            r = await client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"]
+        r = await client.post("/v1/embeddings", json={"model": "sim-pool", "input": "hi"})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"][0]["embedding"]
         views = await instances(client)
         assert all(v["healthy"] and v["outstanding"] == 0 for v in views.values()), views
 

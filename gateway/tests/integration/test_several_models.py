@@ -167,6 +167,17 @@ async def test_two_profiles_each_answer_by_their_own_name(tmp_path: Path) -> Non
 
         await wait_until(profiles_in_usage, timeout=10)
 
+        # a reload re-reads the file for every member, and keeps it when a served one is gone
+        r = await fleet.client.post("/api/models/reload", headers=fleet.admin)
+        assert r.status_code == 200, r.text
+        path = tmp_path / "profiles.yaml"
+        without_b = {k: v for k, v in PROFILES_AT_ONCE.items() if k != "simulator-alt"}
+        path.write_text(yaml.safe_dump({"profiles": without_b}))
+        r = await fleet.client.post("/api/models/reload", headers=fleet.admin)
+        assert_error(r, 422, "invalid_profiles")
+        assert "simulator-alt" in r.json()["error"]["message"]
+        assert await v1_model(fleet.client, "coder") == (200, "sim-b")
+
 
 async def test_a_switch_replaces_one_member_and_the_other_keeps_serving(tmp_path: Path) -> None:
     async with two_at_once(tmp_path) as fleet:

@@ -78,8 +78,8 @@ async def switch_model(body: SwitchRequest, _: AdminPrincipal, fleet: FleetDep) 
 
 
 @router.post("/reload")
-async def reload_profiles(_: AdminPrincipal, manager: ManagerDep) -> dict[str, Any]:
-    profiles = manager.reload_profiles()
+async def reload_profiles(_: AdminPrincipal, fleet: FleetDep) -> dict[str, Any]:
+    profiles = fleet.reload_profiles()  # every member's
     return {
         "success": True,
         "profiles": {pid: profile_view(pid, p) for pid, p in profiles.items()},
