@@ -146,6 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.health = health_checker
         model_manager.on_retarget.append(health_checker.retarget)
+        health_checker.pool_view = lambda: upstream.pool.view() if upstream.pool else None
         await model_manager.start()
         await fleet.start()
         log.info(

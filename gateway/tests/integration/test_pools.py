@@ -248,6 +248,9 @@ async def test_a_refusing_instance_is_taken_out_and_costs_nothing(
         # /v1/models answers from a healthy instance whatever the first one does
         r = await client.get("/v1/models")
         assert [m["id"] for m in r.json()["data"]] == ["sim-pool"]
+        health = (await client.get("/health")).json()
+        assert health["services"]["vllm"]["status"] == "up", health
+        assert health["services"]["vllm"]["healthy_instances"] == 2, health
         metrics = (await client.get("/metrics")).text
         assert f'gateway_upstream_instance_up{{instance="{dead}"}} 0.0' in metrics
 
