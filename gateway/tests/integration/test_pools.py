@@ -187,6 +187,12 @@ async def test_an_instance_killed_under_load(tmp_path: Path, pool: Pool) -> None
         workers = [asyncio.create_task(worker()) for _ in range(12)]
         try:
             await wait_until(lambda: results["ok"] >= 30, timeout=60)
+
+            async def victim_streaming() -> bool:  # kill it with answers under way on it
+                async with httpx.AsyncClient(base_url=victim.url, timeout=5) as c:
+                    return int((await c.get("/sim/stats")).json()["active_streams"]) >= 2
+
+            await wait_until(victim_streaming, timeout=30, interval=0.01)
             before_kill = sum(results.values())
             victim.stop(signal.SIGKILL)
             killed_at = time.monotonic()
