@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
 from yarl import URL
 
 from app.core.config import Settings
 from app.core.errors import AppError, Conflict
 from app.model_manager.compatibility import check_compatibility, gpus_taken, without_gpus
 from app.model_manager.gate import ModelSwitching
+from app.model_manager.hardware import HardwareInfo
 from app.model_manager.manager import (
     IncompatibleHardware,
     InvalidProfiles,
@@ -33,9 +35,31 @@ from app.model_manager.manager import (
 from app.model_manager.profiles import ModelProfile, ProfilesInvalid, load_profiles
 from app.services.upstream import ServedModel, UpstreamClient
 
+log = structlog.get_logger()
+
 
 class NotServed(AppError):
     status_code, code = 404, "profile_not_served"
+
+
+def fit_beside(
+    profile: ModelProfile, others: list[ModelProfile], hw: HardwareInfo
+) -> tuple[list[str], list[dict[str, Any]], set[int]]:
+    """Why `profile` cannot run next to `others` (no reasons: it can), with the GPUs they hold.
+    A GPU profile next to another must be pinned (`gpu_ids`): an unpinned vLLM takes GPU 0."""
+    taken = gpus_taken(others, hw)
+    if profile.cpu_only or not any(not o.cpu_only for o in others):
+        return [], [], taken
+    compat = check_compatibility(profile, without_gpus(hw, taken))
+    reasons, details = list(compat.reasons), list(compat.details)
+    clash = sorted(set(profile.gpu_ids or ()) & taken)
+    if clash:
+        reasons.append(f"GPU {', '.join(map(str, clash))} is held by another model served now")
+        details.append({"code": "gpu_taken", "gpus": clash})
+    if not profile.gpu_ids:
+        reasons.append("pin it with gpu_ids to serve it next to another GPU model")
+        details.append({"code": "gpu_ids_needed", "gpus_taken": sorted(taken)})
+    return reasons, details, taken
 
 
 def slot_settings(settings: Settings, n: int, profile_id: str) -> Settings:
@@ -70,9 +94,23 @@ class Fleet:
         return self.slots[0]
 
     async def start(self) -> None:
-        """Slot 0 is started by the app; the others here, each with its own client."""
-        for slot in self.slots[1:]:
+        """Slot 0 is started by the app; the others here, each with its own client. A member
+        that does not fit beside the ones before it is not started (`stopped`, `error` says why)."""
+        wanted = [self.settings.model_default_profile, *self.settings.model_also_serve]
+        for n, slot in enumerate(self.slots[1:], start=1):
             await slot.upstream.start()
+            profiles = self.primary.profiles  # the same file, loaded by slot 0's start
+            before = [profiles[p] for p in wanted[:n] if p and p in profiles]
+            reasons: list[str] = []
+            mine = profiles.get(wanted[n] or "")
+            if mine is not None:
+                reasons, _, _ = fit_beside(mine, before, await slot.hardware_info())
+            if reasons:
+                slot.settings = slot.settings.model_copy(update={"model_default_profile": None})
+                await slot.start()
+                slot.error = f"MODEL_ALSO_SERVE={wanted[n]!r} not started: " + "; ".join(reasons)
+                log.error("model not started beside the others", profile=wanted[n], reasons=reasons)
+                continue
             await slot.start()
 
     async def stop(self) -> None:
@@ -155,25 +193,13 @@ class Fleet:
             if s is not slot and s.current_profile in s.profiles
         ]
         hw = await slot.hardware_info(max_age_s=1.0)
-        taken = gpus_taken(others, hw)
-        if taken and not profile.cpu_only:
-            compat = check_compatibility(profile, without_gpus(hw, taken))
-            reasons = list(compat.reasons)
-            if profile.gpu_ids and set(profile.gpu_ids) & taken:
-                reasons.append(
-                    f"GPU {', '.join(map(str, sorted(set(profile.gpu_ids) & taken)))} "
-                    "is held by another model served now"
-                )
-            if reasons:
-                raise IncompatibleHardware(
-                    f"profile {profile_id!r} cannot run next to the models served now: "
-                    + "; ".join(reasons),
-                    extra={
-                        "reasons": reasons,
-                        "details": compat.details,
-                        "gpus_taken": sorted(taken),
-                    },
-                )
+        reasons, details, taken = fit_beside(profile, others, hw)
+        if reasons:
+            raise IncompatibleHardware(
+                f"profile {profile_id!r} cannot run next to the models served now: "
+                + "; ".join(reasons),
+                extra={"reasons": reasons, "details": details, "gpus_taken": sorted(taken)},
+            )
         return await slot.request_switch(profile_id)
 
     def reload_profiles(self) -> dict[str, ModelProfile]:

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from app.core.errors import AppError
 from app.model_manager.compatibility import check_compatibility, gpus_taken, without_gpus
-from app.model_manager.fleet import Fleet, slot_settings
+from app.model_manager.fleet import Fleet, fit_beside, slot_settings
 from app.model_manager.hardware import HardwareInfo, parse_nvidia_smi_csv
 from app.model_manager.manager import ModelManager
-from app.model_manager.profiles import ModelProfile
+from app.model_manager.profiles import ModelProfile, load_profiles
 from app.services.upstream import UpstreamClient
 from tests.conftest import make_settings
 
@@ -69,7 +70,13 @@ def fleet(tmp_path: Path) -> Fleet:
     )
     primary = ModelManager(settings, UpstreamClient(settings))
     made = Fleet(settings, primary)
-    profiles = {"chat": CHAT_GPU0, "coder": CODER_GPU1, "big": BIG_TP2, "other": CHAT_GPU0}
+    profiles = {
+        "chat": CHAT_GPU0,
+        "coder": CODER_GPU1,
+        "big": BIG_TP2,
+        "other": CHAT_GPU0,
+        "unpinned": CODER_UNPINNED,
+    }
     for slot, current in zip(made.slots, ("chat", "coder"), strict=True):
         slot.profiles = profiles
         slot.current_profile = current
@@ -96,9 +103,66 @@ async def test_a_replacement_must_fit_beside_the_others(fleet: Fleet) -> None:
         await fleet.request_switch("other", replace="coder")  # pinned to GPU 0
     assert err.value.status_code == 422
     assert any("held by another model" in r for r in err.value.extra["reasons"])
+    assert {"code": "gpu_taken", "gpus": [0]} in err.value.extra["details"]
+    with pytest.raises(AppError) as err:
+        await fleet.request_switch("unpinned", replace="coder")  # vLLM would take GPU 0
+    assert err.value.status_code == 422
+    assert err.value.extra["details"][-1] == {"code": "gpu_ids_needed", "gpus_taken": [0]}
     with pytest.raises(AppError) as err:
         await fleet.request_switch("chat", replace="coder")
     assert (err.value.status_code, err.value.code) == (409, "already_served")
     with pytest.raises(AppError) as err:
         await fleet.request_switch("big", replace="nothing")
     assert (err.value.status_code, err.value.code) == (404, "profile_not_served")
+
+
+def test_fit_beside() -> None:
+    assert fit_beside(CODER_GPU1, [CHAT_GPU0], TWO_3090)[0] == []
+    assert fit_beside(profile(cpu_only=True), [CHAT_GPU0], TWO_3090)[0] == []
+    assert fit_beside(CODER_UNPINNED, [profile(cpu_only=True)], TWO_3090)[0] == []  # alone on GPUs
+    _, details, taken = fit_beside(CODER_UNPINNED, [CHAT_GPU0], TWO_3090)
+    assert taken == {0} and details == [{"code": "gpu_ids_needed", "gpus_taken": [0]}]
+
+
+async def test_a_member_that_does_not_fit_is_not_started(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {
+                    "sim": {"name": "s", "model_id": "s", "cpu_only": True, "runtime": "external",
+                            "base_url": "http://127.0.0.1:9/v1"},
+                    "big": {"name": "b", "model_id": "b", "gpu_ids": [0], "runtime": "external",
+                            "base_url": "http://127.0.0.1:9/v1"},
+                    "also": {"name": "a", "model_id": "a", "gpu_ids": [0], "runtime": "external",
+                             "base_url": "http://127.0.0.1:9/v1"},
+                }
+            }
+        )
+    )  # fmt: skip
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path}/gw.db",
+        tmp_path,
+        vllm_base_url="http://127.0.0.1:8000/v1",
+        model_profiles_path=path,
+        model_default_profile="big",
+        model_also_serve=["also"],
+        model_log_dir=tmp_path / "logs",
+        gpu_probe="none",
+    )
+    primary = ModelManager(settings, UpstreamClient(settings))
+    await primary.upstream.start()
+    fleet = Fleet(settings, primary)
+    primary.profiles = load_profiles(path)
+    fleet.slots[1]._hardware, fleet.slots[1]._hardware_at = TWO_3090, time.monotonic() + 3600
+    try:
+        await fleet.start()
+        second = fleet.slots[1]
+        assert second.status.value == "stopped" and second.current_profile is None
+        assert second.error is not None and "held by another model" in second.error
+        members = await fleet.members()
+        assert members[1]["status"] == "stopped" and members[1]["profile"] is None
+        assert "not started" in members[1]["error"]
+    finally:
+        await fleet.stop()
+        await primary.upstream.stop()
