@@ -8,7 +8,9 @@ until it answers, when it takes requests again.
 A request that fails before its first byte is sent once more to another instance: the pool
 waits for the answer's first chunk (the first SSE event of a stream, the body of a plain
 answer) before handing the answer to the relay, so an instance that dies after accepting a
-request but before answering anything costs the client nothing. Once a byte has been handed
+request but before answering anything costs the client nothing. Requests waiting for their
+first byte on an instance when it is taken out (its probe failed: a frozen server still accepts
+connections) move to another instance at that moment too. Once a byte has been handed
 over the answer belongs to that instance; its failure is the relay's usual mid-stream error.
 
 Only `UpstreamClient.post` calls in here, and only when the serving profile has a pool: one
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +51,7 @@ class Instance:
     """One model server of a pool: its URLs, load and health."""
 
     __slots__ = (
+        "_lost",
         "base_url",
         "down_since",
         "failures",
@@ -73,6 +77,13 @@ class Instance:
         self.last_error: str | None = None
         self.served = 0  # requests answered (first chunk received)
         self.taken_out = 0  # times it was taken out
+        self._lost: asyncio.Future[None] | None = None
+
+    def lost(self) -> asyncio.Future[None]:
+        """Done when the instance is taken out (a new one once it is back)."""
+        if self._lost is None or self._lost.done():
+            self._lost = asyncio.get_running_loop().create_future()
+        return self._lost
 
     def url(self, path: str) -> URL:
         url = self.urls.get(path)
@@ -233,6 +244,8 @@ class InstancePool:
         inst.retry_at = time.monotonic() + delay
         if inst.healthy:
             inst.healthy = False
+            if inst._lost is not None and not inst._lost.done():
+                inst._lost.set_result(None)  # requests waiting for its first byte go elsewhere
             inst.down_since = time.monotonic()
             inst.taken_out += 1
             UPSTREAM_INSTANCE_UP.labels(inst.base_url).set(0)
@@ -304,28 +317,30 @@ class InstancePool:
                 break
             tried += (inst,)
             self.acquire(inst)
+            attempt = asyncio.ensure_future(self._attempt(inst, path, data, headers))
             try:
-                resp = await self._send(inst.url(path), data, headers)
-            except _NOT_ANSWERED as exc:
-                self.release(inst)
-                self.mark_down(inst, _reason(exc))
-                last = exc
-                continue
+                if inst.healthy:  # taken out meanwhile (its probe failed): go elsewhere now
+                    await asyncio.wait((attempt, inst.lost()), return_when=FIRST_COMPLETED)
+                else:
+                    await asyncio.wait((attempt,))
             except BaseException:
+                attempt.cancel()  # its own cleanup closes the connection
                 self.release(inst)
                 raise
-            try:
-                first = await resp.content.readany() if resp.status == 200 else b""
-                if resp.status == 200 and not first:
-                    raise aiohttp.ServerDisconnectedError("the answer ended before its first byte")
-            except (aiohttp.ClientError, OSError) as exc:
-                resp.close()
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
                 self.release(inst)
-                self.mark_down(inst, "connection lost before the first byte")
+                last = ConnectionError(f"instance taken out: {inst.last_error}")
+                continue
+            try:
+                resp, first = attempt.result()
+            except (aiohttp.ClientError, OSError) as exc:
+                self.release(inst)
                 last = exc
                 continue
             except BaseException:
-                resp.close()
                 self.release(inst)
                 raise
             inst.served += 1
@@ -341,6 +356,28 @@ class InstancePool:
         if isinstance(last, aiohttp.ClientConnectorError) or last is None:
             raise model_unavailable("connection refused by every instance tried")
         raise upstream_failed(f"{type(last).__name__} on every instance tried") from last
+
+    async def _attempt(
+        self, inst: Instance, path: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """Send to one instance and read the answer's first chunk; a failure takes it out."""
+        try:
+            resp = await self._send(inst.url(path), data, headers)
+        except _NOT_ANSWERED as exc:
+            self.mark_down(inst, _reason(exc))
+            raise
+        try:
+            first = await resp.content.readany() if resp.status == 200 else b""
+            if resp.status == 200 and not first:
+                raise aiohttp.ServerDisconnectedError("the answer ended before its first byte")
+        except (aiohttp.ClientError, OSError):
+            resp.close()
+            self.mark_down(inst, "connection lost before the first byte")
+            raise
+        except BaseException:
+            resp.close()
+            raise
+        return resp, first
 
     async def _send(self, url: URL, data: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         http = self._session()

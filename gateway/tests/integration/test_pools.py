@@ -67,7 +67,7 @@ def pool(tmp_path: Path) -> Any:
 
 @contextlib.asynccontextmanager
 async def pool_gateway(
-    tmp_path: Path, instances: list[str], health_interval_s: float = 0.5
+    tmp_path: Path, instances: list[str], health_interval_s: float = 0.5, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     profiles = {
         "profiles": {
@@ -94,6 +94,7 @@ async def pool_gateway(
         rate_limit_enabled=False,
         upstream_health_interval_s=health_interval_s,
         upstream_retry_max_s=2,
+        **overrides,
     )
     async with LiveGateway(create_app(settings), free_port()) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
@@ -233,6 +234,59 @@ async def test_an_instance_killed_under_load(tmp_path: Path, pool: Pool) -> None
         assert results["failed_mid_stream"] <= 12, results
         assert failover_s < 5
         assert views[victim_url]["taken_out"] >= 1
+
+
+async def test_a_frozen_instance_fails_its_probe_and_its_waiting_requests_move(
+    tmp_path: Path, pool: Pool
+) -> None:
+    """SIGSTOP: the kernel still accepts connections, nothing answers. The probe takes it out;
+    requests waiting for their first byte on it are sent to another instance at that moment."""
+    # frozen longer than the first-token timeout: a request left waiting on it would be a 504
+    overrides = {
+        "health_probe_timeout_s": 1.0,
+        "upstream_first_token_timeout_s": 4.0,
+        "upstream_idle_timeout_s": 3.0,
+    }
+    async with pool_gateway(tmp_path, pool.urls, **overrides) as client:
+        victim, victim_url = pool.sims[2], pool.urls[2]
+        results: Counter[str] = Counter()
+        stop = asyncio.Event()
+
+        async def worker() -> None:
+            while not stop.is_set():
+                results[await chat(client)] += 1
+
+        workers = [asyncio.create_task(worker()) for _ in range(9)]
+        try:
+            await wait_until(lambda: results["ok"] >= 20, timeout=60)
+            victim.process.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+
+            async def taken_out() -> bool:
+                return not (await instances(client))[victim_url]["healthy"]
+
+            await wait_until(taken_out, timeout=15, interval=0.02)
+            out_s = time.monotonic() - frozen_at
+            done = sum(results.values())
+            await wait_until(lambda: sum(results.values()) >= done + 30, timeout=60)
+            await wait_until(lambda: time.monotonic() - frozen_at > 5, timeout=10)
+            victim.process.send_signal(signal.SIGCONT)
+
+            async def returned() -> bool:
+                return bool((await instances(client))[victim_url]["healthy"])
+
+            await wait_until(returned, timeout=15, interval=0.05)
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
+            stop.set()
+            await asyncio.gather(*workers)
+        print(
+            f"\nfrozen instance (SIGSTOP) under 9 concurrent streams: {dict(results)}; taken out "
+            f"{out_s * 1000:.0f} ms after the freeze; retried: {await retries(client)}"
+        )
+        assert results["failed_before_stream"] == 0, results
+        assert results["failed_mid_stream"] <= 9, results  # only what it was relaying
+        assert out_s < 5
 
 
 async def test_a_refusing_instance_is_taken_out_and_costs_nothing(
