@@ -172,12 +172,25 @@ class Fleet:
                 return slot
         return None
 
+    def _idle_slot_for(self, profile_id: str) -> ModelManager | None:
+        """A member that serves nothing (not started beside the others, or its last switch
+        failed without a rollback), named by the profile it was configured with."""
+        wanted = [self.settings.model_default_profile, *self.settings.model_also_serve]
+        for slot, configured in zip(self.slots, wanted, strict=True):
+            if configured == profile_id and slot.current_profile is None:
+                return slot
+        return None
+
     async def request_switch(self, profile_id: str, replace: str | None = None) -> SwitchRecord:
         """Replace one member of the set: the slot serving `replace` (none: slot 0)."""
         if len(self.slots) == 1 and replace is None:
             return await self.primary.request_switch(profile_id)
         slot = self.primary if replace is None else self._slot_of(replace)
-        if slot is None or (replace is not None and slot.current_profile != replace):
+        if slot is None and replace is not None:
+            slot = self._idle_slot_for(replace)
+        elif slot is not None and replace is not None and slot.current_profile != replace:
+            slot = None
+        if slot is None:
             raise NotServed(f"profile {replace!r} is not served now; nothing to replace")
         profile = slot._require_profile(profile_id)
         holder = self._slot_of(profile_id)

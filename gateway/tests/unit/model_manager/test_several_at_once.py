@@ -17,7 +17,7 @@ from app.model_manager.hardware import HardwareInfo, parse_nvidia_smi_csv
 from app.model_manager.manager import ModelManager
 from app.model_manager.profiles import ModelProfile, load_profiles
 from app.services.upstream import UpstreamClient
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_until
 
 RECORDED = Path(__file__).parents[2] / "fixtures" / "nvidia_smi"
 TWO_3090 = HardwareInfo(
@@ -131,7 +131,7 @@ async def test_a_member_that_does_not_fit_is_not_started(tmp_path: Path) -> None
             {
                 "profiles": {
                     "sim": {"name": "s", "model_id": "s", "cpu_only": True, "runtime": "external",
-                            "base_url": "http://127.0.0.1:9/v1"},
+                            "base_url": "http://127.0.0.1:9/v1", "ready_timeout_s": 0.5},
                     "big": {"name": "b", "model_id": "b", "gpu_ids": [0], "runtime": "external",
                             "base_url": "http://127.0.0.1:9/v1"},
                     "also": {"name": "a", "model_id": "a", "gpu_ids": [0], "runtime": "external",
@@ -163,6 +163,15 @@ async def test_a_member_that_does_not_fit_is_not_started(tmp_path: Path) -> None
         members = await fleet.members()
         assert members[1]["status"] == "stopped" and members[1]["profile"] is None
         assert "not started" in members[1]["error"]
+        # the idle member, named by the profile it was configured with, can be given another
+        record = await fleet.request_switch("sim", replace="also")
+        assert record.target == "sim" and second.status.value == "switching"
+        with pytest.raises(AppError) as err:
+            await fleet.request_switch("sim", replace="also")  # one switch at a time
+        assert err.value.code == "switch_in_progress"
+        # nothing answers at the profile's URL: the switch ends in `error`, never stuck
+        await wait_until(lambda: record.finished_at is not None, timeout=10)
+        assert second.status.value == "error"
     finally:
         await fleet.stop()
         await primary.upstream.stop()
