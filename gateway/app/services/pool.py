@@ -324,13 +324,23 @@ class InstancePool:
                 else:
                     await asyncio.wait((attempt,))
             except BaseException:
+                if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                    attempt.result()[0].close()
                 attempt.cancel()  # its own cleanup closes the connection
                 self.release(inst)
                 raise
             if not attempt.done():
                 attempt.cancel()
-                with contextlib.suppress(BaseException):
-                    await attempt
+                try:
+                    late, _ = await attempt
+                    late.close()  # it answered just as it was given up: not used
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # we were cancelled too
+                        self.release(inst)
+                        raise
+                except Exception:  # noqa: S110 (it failed as it was cancelled: moving on anyway)
+                    pass
                 self.release(inst)
                 last = ConnectionError(f"instance taken out: {inst.last_error}")
                 continue
