@@ -39,6 +39,7 @@ from app.core.shutdown import ShutdownWatch
 from app.core.tracing import setup_tracing, shutdown_tracing
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
+from app.model_manager.fleet import Fleet
 from app.model_manager.manager import ModelManager
 from app.services.chat import ChatService
 from app.services.chat_store import ChatStore
@@ -142,6 +143,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage_recorder.before_batch = chat_writer.flush
         model_manager = ModelManager(settings, upstream)
         app.state.model_manager = model_manager
+        fleet = Fleet(settings, model_manager)  # MODEL_ALSO_SERVE: more models at once
+        app.state.fleet = fleet
         app.state.chat = ChatService(
             settings,
             upstream,
@@ -149,7 +152,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             usage_recorder,
             rate_limiter,
             gate=model_manager.gate,
-            profile_for=model_manager.serving_profile,
+            profile_for=fleet.profile_for,
         )
         shutdown_watch = ShutdownWatch(
             max(0.0, settings.graceful_shutdown_s - settings.shutdown_stream_margin_s),
@@ -166,7 +169,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.health = health_checker
         model_manager.on_retarget.append(health_checker.retarget)
+        health_checker.pool_view = lambda: upstream.pool.view() if upstream.pool else None
         await model_manager.start()
+        await fleet.start()
         if settings.retention_days > 0:
             purger = RetentionPurger(
                 engine, settings.retention_days, batch_size=settings.retention_batch_size
@@ -204,6 +209,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer = getattr(app.state, "chat_writer", None)
         if writer is not None:
             await writer.stop()  # every queued conversation and message
+        fleet_ = getattr(app.state, "fleet", None)
+        if fleet_ is not None:
+            await fleet_.stop()
         manager = getattr(app.state, "model_manager", None)
         if manager is not None:
             await manager.stop()  # a child-process model server ends with us; containers stay

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # --- model manager (SPEC §6) ------------------------------------------------------------
     model_profiles_path: Path = GATEWAY_DIR / "profiles" / "profiles.yaml"
     model_default_profile: str | None = None
+    # more profiles served at once next to the default one (issue 15): the n-th on VLLM_BASE_URL's
+    # port + n, its logs in MODEL_LOG_DIR/slot-n, its container VLLM_CONTAINER_NAME-n
+    model_also_serve: Annotated[list[str], NoDecode] = Field(default_factory=list)
     model_ready_timeout_s: float = Field(default=900.0, gt=0)
     model_stop_timeout_s: float = Field(default=30.0, gt=0)
     switch_wait_s: float = Field(default=30.0, ge=0)
@@ -138,6 +141,10 @@ class Settings(BaseSettings):
     upstream_first_token_timeout_s: float = Field(default=120.0, gt=0)
     upstream_idle_timeout_s: float = Field(default=60.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    # a profile served by several instances: how often each is probed (`/health`), and the
+    # longest wait between two probes of one that was taken out (1, 2, 4 ... up to this)
+    upstream_health_interval_s: float = Field(default=2.0, gt=0)
+    upstream_retry_max_s: float = Field(default=30.0, gt=0)
     stream_flush_ms: int = Field(default=25, ge=0)
     chat_max_messages: int = Field(default=500, ge=1)
     chat_max_chars: int = Field(default=400_000, ge=1)
@@ -199,6 +206,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cors_origins",
         "model_aliases",
+        "model_also_serve",
         "content_blocklist",
         "metrics_allow_networks",
         mode="before",

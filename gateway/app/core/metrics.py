@@ -89,6 +89,22 @@ RETENTION_LAST_RUN = Gauge(
     "When the retention purge last finished (Unix time)",
     multiprocess_mode="max",
 )
+UPSTREAM_INSTANCE_UP = Gauge(
+    "gateway_upstream_instance_up",
+    "1 while a pool's model server instance takes requests, 0 while it is out",
+    ["instance"],
+    multiprocess_mode="livemin",
+)
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total",
+    "Requests sent once more to another instance of a pool after failing before their first byte",
+)
+UPSTREAM_INSTANCE_OUTSTANDING = Gauge(
+    "gateway_upstream_instance_outstanding",
+    "Requests a pool's model server instance is answering now",
+    ["instance"],
+    multiprocess_mode="livesum",
+)
 GPU_UTILIZATION = Gauge(
     "gpu_utilization_percent",
     "GPU utilization at the last probe",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.model_manager.hardware import Compatibility, GpuInfo, HardwareInfo
@@ -14,6 +15,29 @@ def _gpus_used(profile: ModelProfile, hw: HardwareInfo) -> list[GpuInfo]:
         by_index = {g.index: g for g in hw.gpus}
         return [by_index[i] for i in profile.gpu_ids if i in by_index]
     return list(hw.gpus[: profile.gpus_needed])
+
+
+def gpus_taken(profiles: Iterable[ModelProfile], hw: HardwareInfo) -> set[int]:
+    """The GPUs that profiles already running hold: their pinned `gpu_ids`, else the first free
+    ones they would use (vLLM's order), `gpus_needed` of them."""
+    taken: set[int] = set()
+    for profile in profiles:
+        if profile.cpu_only:
+            continue
+        if profile.gpu_ids:
+            taken |= set(profile.gpu_ids)
+        else:
+            free = [g.index for g in hw.gpus if g.index not in taken]
+            taken |= set(free[: profile.gpus_needed])
+    return taken
+
+
+def without_gpus(hw: HardwareInfo, taken: set[int]) -> HardwareInfo:
+    """The host as a new profile sees it when other profiles hold `taken` (issue 15: several
+    models at once)."""
+    if not taken:
+        return hw
+    return dataclasses.replace(hw, gpus=tuple(g for g in hw.gpus if g.index not in taken))
 
 
 def check_compatibility(profile: ModelProfile, hw: HardwareInfo) -> Compatibility:

@@ -281,11 +281,19 @@ class ModelManager:
         )
 
     def _base_url(self, profile: ModelProfile) -> str:
-        if self.runtime_kind(profile) is RuntimeKind.EXTERNAL and profile.base_url:
-            return profile.base_url
-        return self.settings.vllm_base_url
+        return self._base_urls(profile)[0]
 
-    def _retarget(self, profile: ModelProfile) -> None:
+    def _base_urls(self, profile: ModelProfile) -> list[str]:
+        """Where the profile's server(s) answer: several for a pool (`instances`)."""
+        if self.runtime_kind(profile) is RuntimeKind.EXTERNAL:
+            if profile.instances:
+                return list(profile.instances)
+            if profile.base_url:
+                return [profile.base_url]
+        return [self.settings.vllm_base_url]
+
+    async def _retarget(self, profile: ModelProfile) -> None:
+        await self.upstream.use_pool(self._base_urls(profile))
         url = self._base_url(profile)
         if url.rstrip("/") != self.upstream.base_url:
             self.upstream.retarget(url)
@@ -321,8 +329,6 @@ class ModelManager:
     async def _wait_ready(self, runtime: Runtime, profile: ModelProfile) -> Readiness:
         """Poll `/health` and `/v1/models` until the profile's model answers, or fail early when
         the server exits, or at the deadline."""
-        base = self._base_url(profile).rstrip("/")
-        root = base.removesuffix("/v1")
         timeout_s = profile.ready_timeout_s or self.settings.model_ready_timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -331,8 +337,11 @@ class ModelManager:
                 return Readiness(
                     False, f"the server stopped while loading: {runtime.exit_detail()}"
                 )
-            health_ok = await self._health_ok(f"{root}/health")
-            if health_ok:
+            for base in self._base_urls(profile):  # a pool serves once one instance answers
+                base = base.rstrip("/")
+                root = base.removesuffix("/v1")
+                if not await self._health_ok(f"{root}/health"):
+                    continue
                 models = await self._get_json(f"{base}/models")
                 ids = [m.get("id") for m in (models or {}).get("data", []) if isinstance(m, dict)]
                 if profile.served_name in ids:
@@ -354,7 +363,7 @@ class ModelManager:
         runtime = self._runtime(self.runtime_kind(profile))
         spec = self._spec(profile_id)
         self._phase(SwitchPhase.STARTING)
-        self._retarget(profile)
+        await self._retarget(profile)
         try:
             await runtime.start(spec)
         except LaunchFailed as exc:
@@ -396,7 +405,7 @@ class ModelManager:
                 found = await runtime.discover()
                 if found in self.profiles and await runtime.adopt(self._spec(found)):
                     profile = self.profiles[found]
-                    self._retarget(profile)
+                    await self._retarget(profile)
                     self.active, self.current_profile = runtime, found
                     self._set_status(ModelStatus.STARTING)
                     self._set_status(ModelStatus.LOADING)
@@ -671,4 +680,6 @@ class ModelManager:
             "restarts": self.restarts,
             "profiles_error": self.profiles_error,
             "in_flight": self.gate.in_flight,
+            "instances": self.upstream.pool.view() if self.upstream.pool is not None else None,
+            "instance_retries": self.upstream.pool.retries if self.upstream.pool else None,
         }

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from yarl import URL
 
 _PROFILE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
@@ -75,6 +76,9 @@ class ModelProfile(BaseModel):
     image: str | None = None  # docker runtime: overrides VLLM_IMAGE
     volumes: list[str] = Field(default_factory=list)  # docker runtime: "host:container[:ro]"
     base_url: str | None = None  # external runtime: where the server already runs
+    # external runtime: several servers of the same model (each `http://host:port/v1`);
+    # requests go to the least busy healthy one (`services/pool.py`)
+    instances: list[str] = Field(default_factory=list, max_length=64)
     ready_timeout_s: float | None = Field(default=None, gt=0)
     cpu_only: bool = False  # runs without a GPU (local CPU model, simulator)
 
@@ -93,6 +97,18 @@ class ModelProfile(BaseModel):
         if self.enable_auto_tool_choice and not self.tool_call_parser:
             raise ValueError("enable_auto_tool_choice needs a tool_call_parser")
         return self
+
+    @field_validator("instances")
+    @classmethod
+    def _instance_urls(cls, value: list[str]) -> list[str]:
+        urls = [u.strip().rstrip("/") for u in value]
+        for url in urls:
+            parsed = URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise ValueError(f"instances: {url!r} is not an http(s) URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("instances: each URL at most once")
+        return urls
 
     @field_validator("gpu_ids")
     @classmethod
@@ -141,9 +157,14 @@ def parse_profiles(data: Any, *, origin: str = "profiles") -> dict[str, ModelPro
             profile = ModelProfile.model_validate(body)
         except ValidationError as exc:
             raise ProfilesInvalid(f"{origin}: {_describe(exc, profile_id)}") from exc
-        if profile.runtime is RuntimeKind.EXTERNAL and not profile.base_url:
+        if profile.runtime is RuntimeKind.EXTERNAL and not (profile.base_url or profile.instances):
             raise ProfilesInvalid(
-                f"{origin}: profile {profile_id!r}: an external profile needs base_url"
+                f"{origin}: profile {profile_id!r}: an external profile needs base_url or instances"
+            )
+        if profile.instances and profile.runtime is not RuntimeKind.EXTERNAL:
+            raise ProfilesInvalid(
+                f"{origin}: profile {profile_id!r}: instances are for runtime: external "
+                "(servers someone else runs)"
             )
         profiles[profile_id] = profile
     return profiles
@@ -180,6 +201,7 @@ def profile_view(profile_id: str, profile: ModelProfile) -> dict[str, Any]:
         "sampling": profile.sampling,
         "max_tokens_ceiling": profile.max_tokens_ceiling,
         "runtime": profile.runtime.value if profile.runtime else None,
+        "instances": profile.instances,
         "cpu_only": profile.cpu_only,
         "hardware_requirements": profile.hardware_requirements.model_dump(),
     }

@@ -121,6 +121,7 @@ class ChatService:
         conversation_id = None
         admission: Admission | None = None
         entered = False
+        member_gate: ServingGate | None = None  # another member of the set's (fleet.py)
         try:
             admission = await self.limiter.admit(principal)
             body = parse_json_object(raw_body)
@@ -140,12 +141,18 @@ class ChatService:
                 model = await self.upstream.resolve(body.get("model"))
                 req = openai_request(body, model, self.settings, endpoint)
                 exchange = Exchange(None, None, False, None)
+            if model.client is not None and model.client.member_gate is not None:
+                # several models at once: a switch of this model's member drains it too
+                await model.client.member_gate.enter(self.settings.switch_wait_s)
+                member_gate = model.client.member_gate
             bound = bound_generation(req, self._bounds(model), model, self.settings)
             # every answer asked for (`n`, several prompts) may run to the bound
             await self.limiter.reserve(admission, bound * answer_count(req))
         except AppError as err:
             if entered:
                 self.gate.leave()
+            if member_gate is not None:
+                member_gate.leave()
             if admission is not None:
                 self.spawn(self.limiter.release(admission, None))
                 err.headers = {**admission.headers, **err.headers}
@@ -164,6 +171,8 @@ class ChatService:
         except BaseException:
             if entered:  # a database outage in store.begin, a cancelled request, ...
                 self.gate.leave()
+            if member_gate is not None:
+                member_gate.leave()
             if admission is not None:  # its stream slot and token reservation go back
                 self.spawn(self.limiter.release(admission, None))
             raise
@@ -176,12 +185,14 @@ class ChatService:
 
         def on_finish(outcome: StreamOutcome) -> None:
             self.gate.leave()
+            if member_gate is not None:
+                member_gate.leave()
             self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
             tokens = (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
             self.spawn(self.limiter.release(admission, tokens))
 
         return ChatRelay(
-            self.upstream,
+            model.client or self.upstream,  # several models at once: the server of this one
             req,
             ui=ui,
             flush_ms=self.settings.stream_flush_ms,
@@ -228,7 +239,7 @@ class ChatService:
             return ServedModel(id=name, max_model_len=None, created=0, owned_by=""), err
 
     async def list_models(self) -> list[ServedModel]:
-        return await self.upstream.models()
+        return await self.upstream.all_models()
 
     # --- after the answer ---------------------------------------------------------------------
     def _finish(
@@ -307,7 +318,7 @@ class ChatService:
                 request_id=request_id,
                 conversation_id=conversation_id,
                 model=model.id if model else None,
-                profile=self.upstream.serving_profile() if model else None,
+                profile=(model.client or self.upstream).serving_profile() if model else None,
                 client="ui" if ui else "api",
                 prompt_tokens=outcome.prompt_tokens if outcome else None,
                 completion_tokens=outcome.completion_tokens if outcome else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class HealthChecker:
         self.redis = redis
         self.upstream_url = upstream_url
         self.http = http
+        # a pool (several instances of the model): their state, instead of one URL's /health
+        self.pool_view: Callable[[], list[dict[str, Any]] | None] = lambda: None
 
     def retarget(self, upstream_url: str) -> None:
         self.upstream_url = upstream_url
@@ -90,6 +93,12 @@ class HealthChecker:
 
     async def _upstream(self) -> dict[str, Any]:
         assert self.http is not None and self.upstream_url is not None
+        pool = self.pool_view()
+        if pool is not None:  # the pool probes its instances itself: up while one answers
+            healthy = sum(1 for i in pool if i["healthy"])
+            if not healthy:
+                raise RuntimeError(f"none of the {len(pool)} instances answers")
+            return {"instances": len(pool), "healthy_instances": healthy}
         base = self.upstream_url.rstrip("/").removesuffix("/v1")
         response = await self.http.get(f"{base}/health")
         if response.status_code != 200:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -24,6 +24,10 @@ from yarl import URL
 from app.core import tracing
 from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from app.model_manager.gate import ServingGate
+    from app.services.pool import InstancePool
 
 log = structlog.get_logger()
 
@@ -76,6 +80,8 @@ class ServedModel:
     max_model_len: int | None
     created: int
     owned_by: str
+    # the client of the server that serves it (several models at once: `model_manager/fleet.py`)
+    client: UpstreamClient | None = field(default=None, compare=False, repr=False)
 
 
 def map_status(
@@ -213,6 +219,15 @@ class UpstreamClient:
         # the serving profile's id (set by the model manager; None when nothing is managed), for
         # the usage rows
         self.serving_profile: Callable[[], str | None] = lambda: None
+        # several instances serving the model (a profile's `instances`; `services/pool.py`)
+        self.pool: InstancePool | None = None
+        # several models at once (`model_manager/fleet.py`): a name this server does not serve
+        # is looked up in the others; `other_models` lists theirs
+        self.route_other: Callable[[str], Awaitable[ServedModel | None]] | None = None
+        self.other_models: Callable[[], Awaitable[list[ServedModel]]] | None = None
+        # the serving gate of the member this client serves, when it is not the first one: chat
+        # requests to its model enter it, so its switch drains them
+        self.member_gate: ServingGate | None = None
 
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
@@ -245,7 +260,34 @@ class UpstreamClient:
             skip_auto_headers=("User-Agent",),
         )
 
+    # --- pools (issue 15) ----------------------------------------------------------------------
+    async def use_pool(self, base_urls: list[str] | None) -> None:
+        """Spread requests over several instances (None or one URL: a single server again)."""
+        from app.services.pool import InstancePool  # here: pool.py imports this module
+
+        if (
+            self.pool is not None
+            and base_urls
+            and self.pool.base_urls == [u.rstrip("/") for u in base_urls]
+        ):
+            return
+        old, self.pool = self.pool, None
+        if old is not None:
+            await old.stop()
+        if base_urls and len(base_urls) > 1:
+            self.retarget(base_urls[0])
+            self.pool = InstancePool(
+                base_urls,
+                session=lambda: self.http,
+                health_interval_s=self.settings.upstream_health_interval_s,
+                retry_max_s=self.settings.upstream_retry_max_s,
+                probe_timeout_s=self.settings.health_probe_timeout_s,
+            )
+            self.pool.start()
+
     async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -274,6 +316,8 @@ class UpstreamClient:
             headers["X-Request-ID"] = request_id
         if tracing.inject_headers is not None:
             tracing.inject_headers(headers)  # traceparent: the model server continues the trace
+        if self.pool is not None:
+            return await self.pool.post(endpoint, data, headers)
         url = self.url(endpoint)
         try:
             try:
@@ -332,9 +376,21 @@ class UpstreamClient:
         self._models = None
 
     async def _fetch_models(self) -> list[ServedModel]:
+        if self.pool is None:
+            return await self._fetch_models_from(self.base_url)
+        failure: UpstreamError | None = None
+        for base in self.pool.healthy_urls():  # any instance answers for all of them
+            try:
+                return await self._fetch_models_from(base)
+            except UpstreamError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _fetch_models_from(self, base_url: str) -> list[ServedModel]:
         try:
             async with asyncio.timeout(self.settings.upstream_connect_timeout_s + 5):
-                async with self.http.get(f"{self.base_url}/models") as resp:
+                async with self.http.get(f"{base_url}/models") as resp:
                     if resp.status != 200:
                         raise model_unavailable(f"/v1/models answered {resp.status}")
                     body = orjson.loads(await resp.read())
@@ -348,6 +404,7 @@ class UpstreamClient:
                 max_model_len=_context_length(m),
                 created=int(m.get("created") or 0),
                 owned_by=str(m.get("owned_by") or "vllm"),
+                client=self,
             )
             for m in body.get("data", [])
             if isinstance(m, dict) and "id" in m
@@ -356,9 +413,36 @@ class UpstreamClient:
             raise model_unavailable("no model is loaded")
         return models
 
+    async def all_models(self) -> list[ServedModel]:
+        """Every model served: this server's, then the other members' (several at once)."""
+        if self.other_models is None:
+            return await self.models()
+        try:
+            own = await self.models()
+        except UpstreamError:
+            others = await self.other_models()
+            if not others:
+                raise
+            return others
+        return [*own, *await self.other_models()]
+
     async def resolve(self, requested: Any) -> ServedModel:
         """`model` omitted or "current" → the served model; else its id, the serving profile's
-        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive)."""
+        id or one of its aliases, or an alias from MODEL_ALIASES (names: case-insensitive);
+        with several models served at once, a name of another member is its model."""
+        if self.route_other is None:
+            return await self._resolve(requested)
+        try:
+            return await self._resolve(requested)
+        except (NotFound, UpstreamError):
+            if not isinstance(requested, str) or requested in ("", "current"):
+                raise
+            other = await self.route_other(requested)
+            if other is None:
+                raise
+            return other
+
+    async def _resolve(self, requested: Any) -> ServedModel:
         models = await self.models()
         if requested is None or requested == "current" or requested == "":
             return models[0]

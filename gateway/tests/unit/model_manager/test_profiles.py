@@ -51,6 +51,26 @@ GOOD = {"name": "A", "model_id": "org/a"}
         ),
         ({"profiles": {"a": {**GOOD, "gpu_ids": [1, 1]}}}, "gpu_ids must be distinct"),
         (
+            {"profiles": {"a": {**GOOD, "instances": ["http://h:1/v1", "http://h:2/v1"]}}},
+            "instances are for runtime: external",
+        ),
+        (
+            {"profiles": {"a": {**GOOD, "runtime": "external", "instances": ["h:1/v1"]}}},
+            "is not an http(s) URL",
+        ),
+        (
+            {
+                "profiles": {
+                    "a": {
+                        **GOOD,
+                        "runtime": "external",
+                        "instances": ["http://h/v1", "http://h/v1/"],
+                    }
+                }
+            },
+            "each URL at most once",
+        ),
+        (
             {"profiles": {"a": {**GOOD, "enable_auto_tool_choice": True}}},
             "enable_auto_tool_choice needs a tool_call_parser",
         ),
@@ -89,3 +109,10 @@ def test_order_and_defaults_kept(tmp_path: Path) -> None:
     assert list(profiles) == ["z", "a"]
     assert profiles["a"].served_name == "org/b"
     assert profiles["z"].gpus_needed == 1
+
+
+def test_a_pool_profile() -> None:
+    urls = ["http://gpu-a:8000/v1/", " http://gpu-b:8000/v1"]
+    profile = parse_profiles({"p": {**GOOD, "runtime": "external", "instances": urls}})["p"]
+    assert profile.instances == ["http://gpu-a:8000/v1", "http://gpu-b:8000/v1"]
+    assert profile.base_url is None
