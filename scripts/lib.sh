@@ -12,6 +12,21 @@ say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# A script's --help: its header comment (the `#` lines after the shebang), without the `# `.
+script_help() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$1"; }
+
+# For the scripts that take no argument: `--help` prints the header and exits; anything else is
+# refused before the script does anything.  Usage: no_args "${BASH_SOURCE[0]}" "$@"
+no_args() {
+  local script="$1"
+  shift
+  case "${1:-}" in
+    "") return 0 ;;
+    -h | --help) script_help "$script"; exit 0 ;;
+    *) die "unknown argument: $1 ($(basename "$script") takes none; see --help)" ;;
+  esac
+}
+
 # Read a variable from the environment, else from .env, else a default.
 env_or_dotenv() {
   local name="$1" default="${2:-}" value="${!1:-}"

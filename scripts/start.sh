@@ -4,6 +4,7 @@
 # on the CPU (Qwen2.5-Coder-0.5B-Instruct on llama.cpp) that the gateway's model manager starts as a
 # child process.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 MODE="$(deploy_mode)"
 if [[ "$MODE" == compose ]]; then

@@ -2,6 +2,7 @@
 # Every service's state and health, the current model and its phase, GPUs, CPU and memory.
 # Exit code 3 when the gateway is down.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 PY="$(command -v python3 || true)"
 [[ -x "$VENV_DIR/bin/python" ]] && PY="$VENV_DIR/bin/python"

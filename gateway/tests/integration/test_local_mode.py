@@ -209,3 +209,38 @@ def test_compose_mode_without_an_engine_says_so(checkout: tuple[Path, int], tmp_
     else:
         assert "Docker is not installed" in result.stderr
     assert "Traceback" not in result.stderr and not _pids_under(root)
+
+
+def test_scripts_answer_help_and_refuse_unknown_arguments(checkout: tuple[Path, int]) -> None:
+    """`--help` on each operator script prints what it does and does nothing else (it used to
+    start, stop or restart the service, or ask to delete the data); an argument the script does
+    not know is refused with a message and a non-zero exit code, before anything is done."""
+    root, _ = checkout
+    _nothing_running(root)
+    scripts = ("./start", "./stop", "./status", "scripts/restart.sh", "scripts/cleanup.sh")
+    for script in scripts:
+        helped = _run(root, script, "--help", timeout=60)
+        assert helped.returncode == 0, (script, helped.stdout, helped.stderr)
+        assert helped.stdout.strip() and "==>" not in helped.stdout, (script, helped.stdout)
+        assert "#" not in helped.stdout.splitlines()[0], (script, helped.stdout)
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script
+        wrong = _run(root, script, "--bogus", timeout=60)
+        assert wrong.returncode != 0, (script, wrong.stdout, wrong.stderr)
+        assert "unknown argument: --bogus" in wrong.stderr, (script, wrong.stderr)
+        assert "Traceback" not in wrong.stderr and "==>" not in wrong.stdout, (script, wrong)
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script
+    (root / "gateway" / "data").mkdir(parents=True, exist_ok=True)
+    kept = root / "gateway" / "data" / "keep.txt"
+    kept.write_text("data")
+    for args in (("-h",), ("--yes", "--bogus"), ("--bogus", "--yes")):
+        result = _run(root, "scripts/cleanup.sh", *args, timeout=60)
+        assert result.returncode == (0 if args == ("-h",) else 1), (args, result)
+        assert kept.exists(), args  # nothing deleted
+    # ./logs: a missing number and a second service are told apart from a bash error
+    no_number = _run(root, "./logs", "-n", timeout=60)
+    assert no_number.returncode == 1 and "-n needs a number" in no_number.stderr, no_number
+    assert "line " not in no_number.stderr, no_number.stderr  # not bash's own `${2:?}` message
+    two = _run(root, "./logs", "gateway", "vllm", "--no-follow", timeout=60)
+    assert two.returncode == 1 and "one service at a time" in two.stderr, two
