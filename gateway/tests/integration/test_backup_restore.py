@@ -43,7 +43,11 @@ TABLES = ("users", "conversations", "messages", "requests")
 
 
 async def _script(
-    name: str, database_url: str, *args: str, env_extra: dict[str, str] | None = None
+    name: str,
+    database_url: str,
+    *args: str,
+    env_extra: dict[str, str] | None = None,
+    repo: Path = REPO_DIR,
 ) -> tuple[int, str, str]:
     env = {
         k: v
@@ -53,7 +57,7 @@ async def _script(
     env.update({"DEPLOY_MODE": "local", "DATABASE_URL": database_url})
     env.update(env_extra or {})
     proc = await asyncio.create_subprocess_exec(
-        str(REPO_DIR / "scripts" / name),
+        str(repo / "scripts" / name),
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -343,6 +347,47 @@ async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) 
         assert await _counts(url, tmp_path) == {
             "users": 2, "conversations": 0, "messages": 0, "requests": 0
         }  # fmt: skip
+    finally:
+        await drop_pg_database(url)
+
+
+async def test_compose_mode_from_a_checkout_whose_path_has_spaces(tmp_path: Path) -> None:
+    """The compose file's path was handed to dbbackup.py inside one string that it split on
+    spaces: in a checkout at `/srv/my repo` every compose backup and restore failed."""
+    from tests.conftest import GATEWAY_DIR, require_postgres
+
+    require_postgres()
+    url = await create_pg_database("gw_compose_sp")
+    try:
+        await _some_data(url, tmp_path)
+        repo = tmp_path / "my repo"
+        repo.mkdir()
+        for name in ("scripts", "gateway", "docker-compose.yml"):
+            (repo / name).symlink_to(REPO_DIR / name)
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "docker").write_text(FAKE_DOCKER)
+        (bindir / "docker").chmod(0o755)
+        log = tmp_path / "docker.log"
+        env = {
+            "DEPLOY_MODE": "compose",
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "FAKE_DOCKER_LOG": str(log),
+            "FAKE_PG_DB": url.rsplit("/", 1)[1],
+            "FAKE_DB_URL": url,
+            "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
+        }
+        out = tmp_path / "b"
+        rc, stdout, stderr = await _script(
+            "backup.sh", "", "--out", str(out), env_extra=env, repo=repo
+        )
+        assert rc == 0, stderr
+        assert f"-f {repo}/docker-compose.yml exec -T postgres" in log.read_text()
+        backup = Path(stdout.strip().splitlines()[-1])
+        rc, _, stderr = await _script(
+            "restore.sh", "", str(backup), "--yes", env_extra=env, repo=repo
+        )
+        assert rc == 0, stderr
     finally:
         await drop_pg_database(url)
 
