@@ -268,8 +268,11 @@ def sqlite_revision(conn: sqlite3.Connection) -> str | None:
 def backup(args: argparse.Namespace) -> Path:
     target = target_of(args)
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)  # password hashes and conversations: the operator's eyes only
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o700)  # password hashes and conversations: the operator's eyes only
+    except OSError as exc:
+        raise Failure(f"cannot write backups to {out}: {exc.strerror or exc}") from exc
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     suffix = "sqlite3" if isinstance(target, Path) else "pgdump"
     final = out / f"gateway-{stamp}.{suffix}"
@@ -630,7 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: not found (is the client installed?)", file=sys.stderr)
+        if exc.filename and "/" not in str(exc.filename):  # a program: psql, pg_dump, docker...
+            print(f"error: {exc.filename}: not found (is the client installed?)", file=sys.stderr)
+        else:
+            print(f"error: {exc.filename or exc}: no such file or folder", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

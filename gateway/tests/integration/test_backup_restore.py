@@ -412,6 +412,22 @@ async def test_backup_keep_prunes_the_oldest(tmp_path: Path) -> None:
     assert left == expected
 
 
+async def test_backup_into_an_unusable_folder_says_why(tmp_path: Path) -> None:
+    """`--out` naming a file, or a folder that cannot be made: one clear line and exit 1, no
+    Python traceback, no claim that a database client is missing, nothing left behind."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'out.db'}"
+    await _some_data(url, tmp_path)
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("mine")
+    for out in (a_file, a_file / "sub", Path("/proc/no-such-folder")):
+        rc, stdout, stderr = await _script("backup.sh", url, "--out", str(out))
+        assert rc == 1, (out, stderr)
+        assert "Traceback" not in stderr and "client" not in stderr, (out, stderr)
+        assert f"cannot write backups to {out}" in stderr, (out, stderr)
+        assert not stdout.strip(), stdout
+    assert a_file.read_text() == "mine"
+
+
 async def test_restore_refuses_a_backup_from_a_newer_release(
     database_url: str, fresh_url: str, tmp_path: Path
 ) -> None:
