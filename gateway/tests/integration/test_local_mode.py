@@ -244,3 +244,19 @@ def test_scripts_answer_help_and_refuse_unknown_arguments(checkout: tuple[Path, 
     assert "line " not in no_number.stderr, no_number.stderr  # not bash's own `${2:?}` message
     two = _run(root, "./logs", "gateway", "vllm", "--no-follow", timeout=60)
     assert two.returncode == 1 and "one service at a time" in two.stderr, two
+
+
+def test_start_reports_a_configuration_error_at_once(checkout: tuple[Path, int]) -> None:
+    """A gateway that exits at once (a bad setting) is reported when it exits, naming the
+    variable; `./start` used to wait out its full 60 s for /health/live first."""
+    root, _ = checkout
+    _nothing_running(root)
+    began = time.monotonic()
+    result = _run(root, "./start", timeout=120, RETENTION_DAYS="abc")
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "RETENTION_DAYS: Input should be a valid integer" in result.stderr, result.stderr
+    assert "the gateway did not come up" in result.stderr
+    assert took < 40, f"./start took {took:.0f} s to notice the gateway had exited"
+    assert not (root / ".run" / "gateway.pid").exists()
+    assert not _pids_under(root)
