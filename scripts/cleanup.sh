@@ -22,8 +22,8 @@ confirm() {
 if [[ "$(deploy_mode)" == compose ]]; then
   confirm "$yes" "Stop the stack and DELETE its volumes (database, Redis, UI build; the HF model cache is kept)?" ||
     { say "nothing deleted"; exit 0; }
-  compose down --remove-orphans
-  compose down -v --remove-orphans
+  compose_all_profiles down --remove-orphans
+  compose_all_profiles down -v --remove-orphans
   remove_stray_vllm
   say "compose volumes deleted (the HF cache, a host directory, is kept)"
   exit 0

@@ -168,6 +168,17 @@ compose() {
   fi
 }
 
+# Compose with every profile of the files enabled (`monitoring`: Prometheus, Grafana). A plain
+# `compose down` leaves running the containers of a profile it was not given, and then cannot
+# remove the network they hold (docker/compose#11793); `compose ps` does not list them.
+compose_all_profiles() {
+  local profile args=()
+  while IFS= read -r profile; do
+    [[ -n "$profile" ]] && args+=(--profile "$profile")
+  done < <(compose config --profiles 2>/dev/null || true)
+  compose "${args[@]}" "$@"
+}
+
 # After `compose down`: a model container the gateway made without the project's labels (a
 # gateway older than those labels, or run with another project name) would hold the GPUs and
 # collide with the next `compose up` on its name. Remove it: its name and label say it is ours.

@@ -52,8 +52,8 @@ fi
 
 if [[ "$(deploy_mode)" == compose ]]; then
   say "compose services"
-  compose ps -a
-  ids="$(compose ps -q 2>/dev/null || true)"
+  compose_all_profiles ps -a
+  ids="$(compose_all_profiles ps -q 2>/dev/null || true)"
   if [[ -n "$ids" ]] && command -v docker >/dev/null; then
     say "CPU and memory"
     # shellcheck disable=SC2086

@@ -5,7 +5,7 @@ no_args "${BASH_SOURCE[0]}" "$@"
 
 if [[ "$(deploy_mode)" == compose ]]; then
   say "stopping the compose stack (data volumes are kept; ./scripts/cleanup.sh removes them)"
-  compose down
+  compose_all_profiles down
   remove_stray_vllm
   exit 0
 fi
