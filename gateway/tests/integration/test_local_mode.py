@@ -217,7 +217,8 @@ def test_scripts_answer_help_and_refuse_unknown_arguments(checkout: tuple[Path, 
     not know is refused with a message and a non-zero exit code, before anything is done."""
     root, _ = checkout
     _nothing_running(root)
-    scripts = ("./start", "./stop", "./status", "scripts/restart.sh", "scripts/cleanup.sh")
+    scripts = ("./start", "./stop", "./status", "scripts/restart.sh", "scripts/cleanup.sh",
+               "scripts/setup.sh", "scripts/build-frontend.sh")  # fmt: skip
     for script in scripts:
         helped = _run(root, script, "--help", timeout=60)
         assert helped.returncode == 0, (script, helped.stdout, helped.stderr)
