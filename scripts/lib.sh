@@ -103,15 +103,24 @@ wait_http() {
   done
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A process that runs: a zombie (killed, never reaped: pid 1 of a container without an init)
+# answers `kill -0` but is gone, and counts as stopped.
+running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(sed -E 's/.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ "$state" != Z ]]
+}
+
+pid_alive() { [[ -f "$1" ]] && running "$(cut -d' ' -f1 "$1")"; }
 
 # Stop a process (and its process group when it leads one): TERM, then KILL after $3 seconds.
 stop_pid() {
   local pid="$1" name="${2:-}" grace="${3:-20}" i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n "$pid" ]] && running "$pid" || return 0
   [[ -z "$name" ]] || say "stopping the $name (pid $pid)"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < grace * 10; i++)); do running "$pid" || return 0; sleep 0.1; done
   warn "${name:-process $pid} did not exit within $grace s, killing it"
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }

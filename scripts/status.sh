@@ -84,7 +84,7 @@ pids=("$(cat "$RUN_DIR/gateway.pid")")
 MODEL_PID_FILE="$(model_log_dir)/model-server.pid"
 if [[ -f "$MODEL_PID_FILE" ]]; then
   model_pid="$(cut -d' ' -f1 "$MODEL_PID_FILE")"
-  kill -0 "$model_pid" 2>/dev/null && pids+=("$model_pid")
+  running "$model_pid" && pids+=("$model_pid")
 fi
 say "CPU and memory"
 ps -o pid,pcpu,rss,etime,args -p "$(IFS=,; echo "${pids[*]}")" | cut -c1-150 || true

@@ -261,3 +261,27 @@ def test_start_reports_a_configuration_error_at_once(checkout: tuple[Path, int])
     assert took < 40, f"./start took {took:.0f} s to notice the gateway had exited"
     assert not (root / ".run" / "gateway.pid").exists()
     assert not _pids_under(root)
+
+
+async def test_a_gateway_left_as_a_zombie_counts_as_stopped(checkout: tuple[Path, int]) -> None:
+    """A gateway killed with -9 whose parent never reaps it (pid 1 of a container without an
+    init) stays a zombie: `kill -0` succeeds on it, so ./status said `running` and ./start
+    said `already running` for a dead gateway, and ./stop waited 20 s for it to exit."""
+    root, _ = checkout
+    _nothing_running(root)
+    zombie = subprocess.Popen(["true"])  # not waited for until the end: a zombie meanwhile
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        assert await wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        (root / ".run").mkdir(exist_ok=True)
+        (root / ".run" / "gateway.pid").write_text(f"{zombie.pid}\n")
+        status = _run(root, "./status", timeout=60)
+        assert status.returncode == 3, status.stdout + status.stderr
+        assert "gateway: stopped" in status.stdout, status.stdout
+        began = time.monotonic()
+        stopped = _run(root, "./stop", timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert time.monotonic() - began < 15 and "did not exit" not in stopped.stderr
+        assert not (root / ".run" / "gateway.pid").exists()
+    finally:
+        zombie.wait()
