@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 PG_MAGIC = b"PGDMP"
 _BACKUP_NAME = re.compile(r"gateway-(\d{8}T\d{6}Z)(?:-(\d+))?\.(?:pgdump|sqlite3)")
@@ -239,6 +239,13 @@ def pg_revision(session: Psql) -> str | None:
 # --- SQLite -----------------------------------------------------------------------------------
 
 
+def sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the database file at `path`. Through a `file:` URI, with the
+    path percent-encoded: a `#` or `%` in it would otherwise cut or garble the URI, and SQLite
+    would open (and create) another, empty file."""
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
+
+
 def sqlite_counts(conn: sqlite3.Connection) -> dict[str, int]:
     tables = [
         r[0]
@@ -327,7 +334,7 @@ def _prune(out: Path, keep: int) -> None:
 def _backup_sqlite(source: Path, partial: Path) -> tuple[dict[str, int], str | None]:
     if not source.is_file():
         raise Failure(f"no SQLite database at {source}")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    src = sqlite_read_only(source)
     dst = sqlite3.connect(partial)
     try:
         # pages=-1: the whole database in one step, inside one read transaction: a snapshot
@@ -485,7 +492,7 @@ def _restore_sqlite(
                 raise Failure(f"{file.name} fails SQLite's integrity check: {check}", 3)
             _check_revision(file, sqlite_revision(src), migrations)
             if target.exists() and target.stat().st_size > 0:
-                existing = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=30)
+                existing = sqlite_read_only(target)
                 try:
                     counts = sqlite_counts(existing)
                 finally:

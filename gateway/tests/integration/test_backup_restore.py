@@ -428,6 +428,35 @@ async def test_backup_into_an_unusable_folder_says_why(tmp_path: Path) -> None:
     assert a_file.read_text() == "mine"
 
 
+async def test_sqlite_paths_with_uri_characters(tmp_path: Path) -> None:
+    """SQLite is opened read-only through a `file:` URI: a `#` in the database's path cut the
+    URI there, so backup.sh created and backed up an empty database beside it (exit 0), and
+    restore.sh found the non-empty target "empty" and replaced it without --yes; a `%20`
+    failed with a traceback. Both engines' other paths are plain: this is SQLite's own."""
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plain.db'}"
+    await _some_data(url, tmp_path)
+    odd = tmp_path / "a#b%20c"
+    odd.mkdir()
+    source = sqlite3.connect(tmp_path / "plain.db")
+    copy = sqlite3.connect(odd / "g.db")
+    source.backup(copy)
+    copy.close()
+    source.close()
+    odd_url = f"sqlite+aiosqlite:///{odd / 'g.db'}"
+    rc, stdout, stderr = await _script("backup.sh", odd_url, "--out", str(tmp_path / "b"))
+    assert rc == 0, stderr
+    backup = Path(stdout.strip().splitlines()[-1])
+    manifest = json.loads(backup.with_name(backup.name + ".json").read_text())
+    assert manifest["row_counts"]["users"] == 2, manifest
+    assert not (tmp_path / "a").exists()  # no empty database made where the URI was cut
+    rc, _, stderr = await _script("restore.sh", odd_url, str(backup))
+    assert rc == 2 and "refusing to overwrite" in stderr and "2 users" in stderr, stderr
+    rc, _, stderr = await _script("restore.sh", odd_url, str(backup), "--yes")
+    assert rc == 0, stderr
+
+
 async def test_restore_refuses_a_backup_from_a_newer_release(
     database_url: str, fresh_url: str, tmp_path: Path
 ) -> None:
