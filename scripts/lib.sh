@@ -154,6 +154,8 @@ deploy_mode() {
   mode="$(env_or_dotenv DEPLOY_MODE auto)"
   case "$mode" in
     local | compose) echo "$mode"; return ;;
+    auto) ;;
+    *) die "DEPLOY_MODE must be auto, local or compose (not '$mode')" ;;
   esac
   if command -v docker >/dev/null && docker info >/dev/null 2>&1 && compose_cmd >/dev/null; then
     echo compose
@@ -212,3 +214,6 @@ local_admin_token() {
     -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
     sed -nE 's/.*"access_token":"([^"]+)".*/\1/p'
 }
+
+# A misspelt DEPLOY_MODE stops every script here (a `$(deploy_mode)` inside `[[ ]]` cannot).
+case "$(env_or_dotenv DEPLOY_MODE auto)" in auto | local | compose) ;; *) deploy_mode >/dev/null ;; esac

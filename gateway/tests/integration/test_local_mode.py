@@ -285,3 +285,16 @@ async def test_a_gateway_left_as_a_zombie_counts_as_stopped(checkout: tuple[Path
         assert not (root / ".run" / "gateway.pid").exists()
     finally:
         zombie.wait()
+
+
+def test_a_misspelt_deploy_mode_is_refused(checkout: tuple[Path, int]) -> None:
+    """DEPLOY_MODE=compse fell through to the automatic choice: on a host without a Docker
+    engine ./start quietly started the local mode instead of the compose stack asked for."""
+    root, _ = checkout
+    _nothing_running(root)
+    for script in ("./start", "./status", "./stop", "./logs"):
+        result = _run(root, script, timeout=60, DEPLOY_MODE="compse")
+        assert result.returncode == 1, (script, result.stdout, result.stderr)
+        assert "DEPLOY_MODE must be auto, local or compose (not 'compse')" in result.stderr
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script
