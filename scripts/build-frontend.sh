@@ -18,6 +18,7 @@ ensure_node_modules() {
 
 # only when run, not when sourced by test-frontend.sh
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  no_args "${BASH_SOURCE[0]}" "$@"
   ensure_node_modules
   say "building the web UI into frontend/dist"
   (cd "$FRONTEND_DIR" && npx --no-install vite build --logLevel warn)

@@ -7,7 +7,8 @@ db_target() {
   if [[ "$DB_MODE" == compose ]]; then
     # the postgres service's own pg_dump/psql, through `compose exec`: nothing to install here
     DB_PYTHON="$(find_python)" || die "Python >= 3.11 is required"
-    DB_ARGS=(--compose --compose-cmd "$(compose_cmd) -f $ROOT_DIR/docker-compose.yml")
+    # dbbackup.py splits this string like a shell: the path is quoted (a checkout in `my repo`)
+    DB_ARGS=(--compose --compose-cmd "$(compose_cmd) -f $(printf '%q' "$ROOT_DIR/docker-compose.yml")")
     DB_URL=""
     return
   fi

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 PG_MAGIC = b"PGDMP"
 _BACKUP_NAME = re.compile(r"gateway-(\d{8}T\d{6}Z)(?:-(\d+))?\.(?:pgdump|sqlite3)")
@@ -239,6 +239,13 @@ def pg_revision(session: Psql) -> str | None:
 # --- SQLite -----------------------------------------------------------------------------------
 
 
+def sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the database file at `path`. Through a `file:` URI, with the
+    path percent-encoded: a `#` or `%` in it would otherwise cut or garble the URI, and SQLite
+    would open (and create) another, empty file."""
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
+
+
 def sqlite_counts(conn: sqlite3.Connection) -> dict[str, int]:
     tables = [
         r[0]
@@ -268,8 +275,11 @@ def sqlite_revision(conn: sqlite3.Connection) -> str | None:
 def backup(args: argparse.Namespace) -> Path:
     target = target_of(args)
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)  # password hashes and conversations: the operator's eyes only
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o700)  # password hashes and conversations: the operator's eyes only
+    except OSError as exc:
+        raise Failure(f"cannot write backups to {out}: {exc.strerror or exc}") from exc
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     suffix = "sqlite3" if isinstance(target, Path) else "pgdump"
     final = out / f"gateway-{stamp}.{suffix}"
@@ -324,7 +334,7 @@ def _prune(out: Path, keep: int) -> None:
 def _backup_sqlite(source: Path, partial: Path) -> tuple[dict[str, int], str | None]:
     if not source.is_file():
         raise Failure(f"no SQLite database at {source}")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    src = sqlite_read_only(source)
     dst = sqlite3.connect(partial)
     try:
         # pages=-1: the whole database in one step, inside one read transaction: a snapshot
@@ -482,7 +492,7 @@ def _restore_sqlite(
                 raise Failure(f"{file.name} fails SQLite's integrity check: {check}", 3)
             _check_revision(file, sqlite_revision(src), migrations)
             if target.exists() and target.stat().st_size > 0:
-                existing = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=30)
+                existing = sqlite_read_only(target)
                 try:
                     counts = sqlite_counts(existing)
                 finally:
@@ -630,7 +640,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: not found (is the client installed?)", file=sys.stderr)
+        if exc.filename and "/" not in str(exc.filename):  # a program: psql, pg_dump, docker...
+            print(f"error: {exc.filename}: not found (is the client installed?)", file=sys.stderr)
+        else:
+            print(f"error: {exc.filename or exc}: no such file or folder", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -12,6 +12,21 @@ say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# A script's --help: its header comment (the `#` lines after the shebang), without the `# `.
+script_help() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$1"; }
+
+# For the scripts that take no argument: `--help` prints the header and exits; anything else is
+# refused before the script does anything.  Usage: no_args "${BASH_SOURCE[0]}" "$@"
+no_args() {
+  local script="$1"
+  shift
+  case "${1:-}" in
+    "") return 0 ;;
+    -h | --help) script_help "$script"; exit 0 ;;
+    *) die "unknown argument: $1 ($(basename "$script") takes none; see --help)" ;;
+  esac
+}
+
 # Read a variable from the environment, else from .env, else a default.
 env_or_dotenv() {
   local name="$1" default="${2:-}" value="${!1:-}"
@@ -88,15 +103,24 @@ wait_http() {
   done
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A process that runs: a zombie (killed, never reaped: pid 1 of a container without an init)
+# answers `kill -0` but is gone, and counts as stopped.
+running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(sed -E 's/.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ "$state" != Z ]]
+}
+
+pid_alive() { [[ -f "$1" ]] && running "$(cut -d' ' -f1 "$1")"; }
 
 # Stop a process (and its process group when it leads one): TERM, then KILL after $3 seconds.
 stop_pid() {
   local pid="$1" name="${2:-}" grace="${3:-20}" i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n "$pid" ]] && running "$pid" || return 0
   [[ -z "$name" ]] || say "stopping the $name (pid $pid)"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < grace * 10; i++)); do running "$pid" || return 0; sleep 0.1; done
   warn "${name:-process $pid} did not exit within $grace s, killing it"
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
@@ -130,6 +154,8 @@ deploy_mode() {
   mode="$(env_or_dotenv DEPLOY_MODE auto)"
   case "$mode" in
     local | compose) echo "$mode"; return ;;
+    auto) ;;
+    *) die "DEPLOY_MODE must be auto, local or compose (not '$mode')" ;;
   esac
   if command -v docker >/dev/null && docker info >/dev/null 2>&1 && compose_cmd >/dev/null; then
     echo compose
@@ -151,6 +177,17 @@ compose() {
     # shellcheck disable=SC2086
     (cd "$ROOT_DIR" && $cmd -f docker-compose.yml "$@")
   fi
+}
+
+# Compose with every profile of the files enabled (`monitoring`: Prometheus, Grafana). A plain
+# `compose down` leaves running the containers of a profile it was not given, and then cannot
+# remove the network they hold (docker/compose#11793); `compose ps` does not list them.
+compose_all_profiles() {
+  local profile args=()
+  while IFS= read -r profile; do
+    [[ -n "$profile" ]] && args+=(--profile "$profile")
+  done < <(compose config --profiles 2>/dev/null || true)
+  compose "${args[@]}" "$@"
 }
 
 # After `compose down`: a model container the gateway made without the project's labels (a
@@ -177,3 +214,6 @@ local_admin_token() {
     -d "{\"username\":\"$user\",\"password\":\"$pass\"}" 2>/dev/null |
     sed -nE 's/.*"access_token":"([^"]+)".*/\1/p'
 }
+
+# A misspelt DEPLOY_MODE stops every script here (a `$(deploy_mode)` inside `[[ ]]` cannot).
+case "$(env_or_dotenv DEPLOY_MODE auto)" in auto | local | compose) ;; *) deploy_mode >/dev/null ;; esac

@@ -44,14 +44,15 @@ def format_line(raw: str, color: bool = False) -> str:
     level_text = f"{level.upper():<7}"
     if color and level in COLORS:
         level_text = f"\033[{COLORS[level]}m{level_text}\033[0m"
-    parts = [ts or "-", level_text, str(entry.get("event", "-"))]
+    event = entry.get("event")
+    parts = [ts or "-", level_text, "-" if event in (None, "") else str(event)]
     if entry.get("request_id"):
         parts.append(f"rid={entry['request_id']}")
     if "method" in entry and "path" in entry:
         parts.append(f"{entry['method']} {entry['path']}")
-    if "status_code" in entry:
+    if entry.get("status_code") is not None:
         parts.append(str(entry["status_code"]))
-    if "latency_ms" in entry:
+    if entry.get("latency_ms") is not None:
         parts.append(f"{entry['latency_ms']}ms")
     extra = [
         f"{k}={_value(v)}"

@@ -6,15 +6,15 @@
 #   --json             the raw lines;  -n N: start N lines back (100);  --no-follow: print and exit
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-service=gateway raw=0 lines=100 follow=1
+service=gateway named="" raw=0 lines=100 follow=1
 while (($#)); do
   case "$1" in
     --json) raw=1 ;;
-    -n | --tail) lines="${2:?-n needs a number}"; shift ;;
+    -n | --tail) [[ $# -ge 2 ]] || die "-n needs a number"; lines="$2"; shift ;;
     --no-follow) follow=0 ;;
     -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see ./logs --help)" ;;
-    *) service="$1" ;;
+    *) [[ -z "$named" ]] || die "one service at a time ('$named' and '$1')"; service="$1" named="$1" ;;
   esac
   shift
 done

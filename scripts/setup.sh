@@ -2,6 +2,7 @@
 # First-time checks and .env: Python, Node, Docker + Compose + NVIDIA runtime (for compose), a .env
 # from .env.sample with generated secrets, and a self-signed TLS certificate for nginx.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 ok()   { printf '  \033[32mok\033[0m    %s\n' "$*"; }
 miss() { printf '  \033[33mmissing\033[0m %s\n' "$*"; }

@@ -4,6 +4,7 @@
 # on the CPU (Qwen2.5-Coder-0.5B-Instruct on llama.cpp) that the gateway's model manager starts as a
 # child process.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 MODE="$(deploy_mode)"
 if [[ "$MODE" == compose ]]; then
@@ -56,7 +57,16 @@ LOG_MAX_FILE="$(env_or_dotenv LOG_MAX_FILE 5)"
 ) &
 echo $! > "$PID_FILE"
 
-if ! wait_http "http://127.0.0.1:$PORT/health/live" 60; then
+# up when /health/live answers; given up on at once when the gateway exits (a bad setting)
+gateway_up() {
+  local start=$SECONDS
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/health/live" 2>/dev/null; do
+    pid_alive "$PID_FILE" || { sleep 0.5; return 1; }  # the log pipe's last lines
+    (( SECONDS - start >= 60 )) && return 1
+    sleep 0.3
+  done
+}
+if ! gateway_up; then
   tail -n 30 "$LOG_DIR/gateway.log" >&2 || true
   pid_alive "$PID_FILE" && kill "$(cat "$PID_FILE")" 2>/dev/null || true
   rm -f "$PID_FILE"

@@ -2,6 +2,7 @@
 # Every service's state and health, the current model and its phase, GPUs, CPU and memory.
 # Exit code 3 when the gateway is down.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 PY="$(command -v python3 || true)"
 [[ -x "$VENV_DIR/bin/python" ]] && PY="$VENV_DIR/bin/python"
@@ -51,8 +52,8 @@ fi
 
 if [[ "$(deploy_mode)" == compose ]]; then
   say "compose services"
-  compose ps -a
-  ids="$(compose ps -q 2>/dev/null || true)"
+  compose_all_profiles ps -a
+  ids="$(compose_all_profiles ps -q 2>/dev/null || true)"
   if [[ -n "$ids" ]] && command -v docker >/dev/null; then
     say "CPU and memory"
     # shellcheck disable=SC2086
@@ -83,7 +84,7 @@ pids=("$(cat "$RUN_DIR/gateway.pid")")
 MODEL_PID_FILE="$(model_log_dir)/model-server.pid"
 if [[ -f "$MODEL_PID_FILE" ]]; then
   model_pid="$(cut -d' ' -f1 "$MODEL_PID_FILE")"
-  kill -0 "$model_pid" 2>/dev/null && pids+=("$model_pid")
+  running "$model_pid" && pids+=("$model_pid")
 fi
 say "CPU and memory"
 ps -o pid,pcpu,rss,etime,args -p "$(IFS=,; echo "${pids[*]}")" | cut -c1-150 || true

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Stop what ./start started: the compose stack, or the local gateway (which stops its model).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+no_args "${BASH_SOURCE[0]}" "$@"
 
 if [[ "$(deploy_mode)" == compose ]]; then
   say "stopping the compose stack (data volumes are kept; ./scripts/cleanup.sh removes them)"
-  compose down
+  compose_all_profiles down
   remove_stray_vllm
   exit 0
 fi

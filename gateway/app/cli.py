@@ -129,6 +129,12 @@ async def _model_status(settings: Settings, url: str | None) -> tuple[int, str]:
     return 0, r.text
 
 
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """`RETENTION_DAYS: ` for an error about that field (as its variable is spelled in .env);
+    nothing for a check across several settings, whose message names them itself."""
+    return f"{str(loc[0]).upper()}: " if loc else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        # the messages only: the input values may hold secrets
+        # the variable and the message only: the input values may hold secrets
         reasons = "\n".join(
-            f"  - {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+            f"  - {_setting_name(err['loc'])}{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         print(f"configuration error:\n{reasons}", file=sys.stderr)
         return 2

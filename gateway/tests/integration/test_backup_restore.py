@@ -43,7 +43,11 @@ TABLES = ("users", "conversations", "messages", "requests")
 
 
 async def _script(
-    name: str, database_url: str, *args: str, env_extra: dict[str, str] | None = None
+    name: str,
+    database_url: str,
+    *args: str,
+    env_extra: dict[str, str] | None = None,
+    repo: Path = REPO_DIR,
 ) -> tuple[int, str, str]:
     env = {
         k: v
@@ -53,7 +57,7 @@ async def _script(
     env.update({"DEPLOY_MODE": "local", "DATABASE_URL": database_url})
     env.update(env_extra or {})
     proc = await asyncio.create_subprocess_exec(
-        str(REPO_DIR / "scripts" / name),
+        str(repo / "scripts" / name),
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -347,6 +351,47 @@ async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) 
         await drop_pg_database(url)
 
 
+async def test_compose_mode_from_a_checkout_whose_path_has_spaces(tmp_path: Path) -> None:
+    """The compose file's path was handed to dbbackup.py inside one string that it split on
+    spaces: in a checkout at `/srv/my repo` every compose backup and restore failed."""
+    from tests.conftest import GATEWAY_DIR, require_postgres
+
+    require_postgres()
+    url = await create_pg_database("gw_compose_sp")
+    try:
+        await _some_data(url, tmp_path)
+        repo = tmp_path / "my repo"
+        repo.mkdir()
+        for name in ("scripts", "gateway", "docker-compose.yml"):
+            (repo / name).symlink_to(REPO_DIR / name)
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "docker").write_text(FAKE_DOCKER)
+        (bindir / "docker").chmod(0o755)
+        log = tmp_path / "docker.log"
+        env = {
+            "DEPLOY_MODE": "compose",
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "FAKE_DOCKER_LOG": str(log),
+            "FAKE_PG_DB": url.rsplit("/", 1)[1],
+            "FAKE_DB_URL": url,
+            "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
+        }
+        out = tmp_path / "b"
+        rc, stdout, stderr = await _script(
+            "backup.sh", "", "--out", str(out), env_extra=env, repo=repo
+        )
+        assert rc == 0, stderr
+        assert f"-f {repo}/docker-compose.yml exec -T postgres" in log.read_text()
+        backup = Path(stdout.strip().splitlines()[-1])
+        rc, _, stderr = await _script(
+            "restore.sh", "", str(backup), "--yes", env_extra=env, repo=repo
+        )
+        assert rc == 0, stderr
+    finally:
+        await drop_pg_database(url)
+
+
 async def test_backup_keep_prunes_the_oldest(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'keep.db'}"
     await _some_data(url, tmp_path)
@@ -365,6 +410,51 @@ async def test_backup_keep_prunes_the_oldest(tmp_path: Path) -> None:
         [b.name + sfx for b in made[1:] for sfx in ("", ".sha256", ".json")] + ["notes.txt"]
     )
     assert left == expected
+
+
+async def test_backup_into_an_unusable_folder_says_why(tmp_path: Path) -> None:
+    """`--out` naming a file, or a folder that cannot be made: one clear line and exit 1, no
+    Python traceback, no claim that a database client is missing, nothing left behind."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'out.db'}"
+    await _some_data(url, tmp_path)
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("mine")
+    for out in (a_file, a_file / "sub", Path("/proc/no-such-folder")):
+        rc, stdout, stderr = await _script("backup.sh", url, "--out", str(out))
+        assert rc == 1, (out, stderr)
+        assert "Traceback" not in stderr and "client" not in stderr, (out, stderr)
+        assert f"cannot write backups to {out}" in stderr, (out, stderr)
+        assert not stdout.strip(), stdout
+    assert a_file.read_text() == "mine"
+
+
+async def test_sqlite_paths_with_uri_characters(tmp_path: Path) -> None:
+    """SQLite is opened read-only through a `file:` URI: a `#` in the database's path cut the
+    URI there, so backup.sh created and backed up an empty database beside it (exit 0), and
+    restore.sh found the non-empty target "empty" and replaced it without --yes; a `%20`
+    failed with a traceback. Both engines' other paths are plain: this is SQLite's own."""
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plain.db'}"
+    await _some_data(url, tmp_path)
+    odd = tmp_path / "a#b%20c"
+    odd.mkdir()
+    source = sqlite3.connect(tmp_path / "plain.db")
+    copy = sqlite3.connect(odd / "g.db")
+    source.backup(copy)
+    copy.close()
+    source.close()
+    odd_url = f"sqlite+aiosqlite:///{odd / 'g.db'}"
+    rc, stdout, stderr = await _script("backup.sh", odd_url, "--out", str(tmp_path / "b"))
+    assert rc == 0, stderr
+    backup = Path(stdout.strip().splitlines()[-1])
+    manifest = json.loads(backup.with_name(backup.name + ".json").read_text())
+    assert manifest["row_counts"]["users"] == 2, manifest
+    assert not (tmp_path / "a").exists()  # no empty database made where the URI was cut
+    rc, _, stderr = await _script("restore.sh", odd_url, str(backup))
+    assert rc == 2 and "refusing to overwrite" in stderr and "2 users" in stderr, stderr
+    rc, _, stderr = await _script("restore.sh", odd_url, str(backup), "--yes")
+    assert rc == 0, stderr
 
 
 async def test_restore_refuses_a_backup_from_a_newer_release(

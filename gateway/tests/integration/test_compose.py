@@ -132,6 +132,40 @@ def test_compose_files_validate(tmp_path: Path) -> None:
     assert compose("config", "-q", files=(base, broken)).returncode != 0
 
 
+def test_stop_and_cleanup_take_down_every_profile(tmp_path: Path) -> None:
+    """`docker compose --profile monitoring up -d` (docs/monitoring.md), then `./stop`: a plain
+    `compose down` leaves the containers of a profile it was not given running, Prometheus and
+    Grafana here, and cannot remove the network they hold (docker/compose#11793). ./stop,
+    scripts/cleanup.sh and ./status name every profile of the files. The real Compose binary
+    reads the files; the calls that need an engine are recorded instead."""
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "compose"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "$*" >> "$CALLS"\n'
+        'for a in "$@"; do [[ "$a" == config ]] && exec "$REAL_COMPOSE" "$@"; done\n'
+        "exit 0\n"
+    )
+    wrapper.chmod(0o755)
+    env = os.environ | {
+        "DEPLOY_MODE": "compose",
+        "COMPOSE_COMMAND": str(wrapper),
+        "REAL_COMPOSE": str(compose_bin()),
+        "CALLS": str(calls),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+    }
+    for argv in (["./stop"], ["scripts/cleanup.sh", "--yes"], ["./status"]):
+        calls.write_text("")
+        done = subprocess.run(
+            argv, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        acting = [c for c in calls.read_text().splitlines() if " down" in c or c.endswith(" ps -a")]
+        assert acting, (argv, calls.read_text(), done.stderr)
+        for call in acting:
+            assert "--profile monitoring" in call, (argv, call)
+
+
 # --- (b) the stack, for real --------------------------------------------------------------
 
 

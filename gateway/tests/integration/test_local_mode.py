@@ -209,3 +209,92 @@ def test_compose_mode_without_an_engine_says_so(checkout: tuple[Path, int], tmp_
     else:
         assert "Docker is not installed" in result.stderr
     assert "Traceback" not in result.stderr and not _pids_under(root)
+
+
+def test_scripts_answer_help_and_refuse_unknown_arguments(checkout: tuple[Path, int]) -> None:
+    """`--help` on each operator script prints what it does and does nothing else (it used to
+    start, stop or restart the service, or ask to delete the data); an argument the script does
+    not know is refused with a message and a non-zero exit code, before anything is done."""
+    root, _ = checkout
+    _nothing_running(root)
+    scripts = ("./start", "./stop", "./status", "scripts/restart.sh", "scripts/cleanup.sh",
+               "scripts/setup.sh", "scripts/build-frontend.sh")  # fmt: skip
+    for script in scripts:
+        helped = _run(root, script, "--help", timeout=60)
+        assert helped.returncode == 0, (script, helped.stdout, helped.stderr)
+        assert helped.stdout.strip() and "==>" not in helped.stdout, (script, helped.stdout)
+        assert "#" not in helped.stdout.splitlines()[0], (script, helped.stdout)
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script
+        wrong = _run(root, script, "--bogus", timeout=60)
+        assert wrong.returncode != 0, (script, wrong.stdout, wrong.stderr)
+        assert "unknown argument: --bogus" in wrong.stderr, (script, wrong.stderr)
+        assert "Traceback" not in wrong.stderr and "==>" not in wrong.stdout, (script, wrong)
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script
+    (root / "gateway" / "data").mkdir(parents=True, exist_ok=True)
+    kept = root / "gateway" / "data" / "keep.txt"
+    kept.write_text("data")
+    for args in (("-h",), ("--yes", "--bogus"), ("--bogus", "--yes")):
+        result = _run(root, "scripts/cleanup.sh", *args, timeout=60)
+        assert result.returncode == (0 if args == ("-h",) else 1), (args, result)
+        assert kept.exists(), args  # nothing deleted
+    # ./logs: a missing number and a second service are told apart from a bash error
+    no_number = _run(root, "./logs", "-n", timeout=60)
+    assert no_number.returncode == 1 and "-n needs a number" in no_number.stderr, no_number
+    assert "line " not in no_number.stderr, no_number.stderr  # not bash's own `${2:?}` message
+    two = _run(root, "./logs", "gateway", "vllm", "--no-follow", timeout=60)
+    assert two.returncode == 1 and "one service at a time" in two.stderr, two
+
+
+def test_start_reports_a_configuration_error_at_once(checkout: tuple[Path, int]) -> None:
+    """A gateway that exits at once (a bad setting) is reported when it exits, naming the
+    variable; `./start` used to wait out its full 60 s for /health/live first."""
+    root, _ = checkout
+    _nothing_running(root)
+    began = time.monotonic()
+    result = _run(root, "./start", timeout=120, RETENTION_DAYS="abc")
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "RETENTION_DAYS: Input should be a valid integer" in result.stderr, result.stderr
+    assert "the gateway did not come up" in result.stderr
+    assert took < 40, f"./start took {took:.0f} s to notice the gateway had exited"
+    assert not (root / ".run" / "gateway.pid").exists()
+    assert not _pids_under(root)
+
+
+async def test_a_gateway_left_as_a_zombie_counts_as_stopped(checkout: tuple[Path, int]) -> None:
+    """A gateway killed with -9 whose parent never reaps it (pid 1 of a container without an
+    init) stays a zombie: `kill -0` succeeds on it, so ./status said `running` and ./start
+    said `already running` for a dead gateway, and ./stop waited 20 s for it to exit."""
+    root, _ = checkout
+    _nothing_running(root)
+    zombie = subprocess.Popen(["true"])  # not waited for until the end: a zombie meanwhile
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        assert await wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        (root / ".run").mkdir(exist_ok=True)
+        (root / ".run" / "gateway.pid").write_text(f"{zombie.pid}\n")
+        status = _run(root, "./status", timeout=60)
+        assert status.returncode == 3, status.stdout + status.stderr
+        assert "gateway: stopped" in status.stdout, status.stdout
+        began = time.monotonic()
+        stopped = _run(root, "./stop", timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert time.monotonic() - began < 15 and "did not exit" not in stopped.stderr
+        assert not (root / ".run" / "gateway.pid").exists()
+    finally:
+        zombie.wait()
+
+
+def test_a_misspelt_deploy_mode_is_refused(checkout: tuple[Path, int]) -> None:
+    """DEPLOY_MODE=compse fell through to the automatic choice: on a host without a Docker
+    engine ./start quietly started the local mode instead of the compose stack asked for."""
+    root, _ = checkout
+    _nothing_running(root)
+    for script in ("./start", "./status", "./stop", "./logs"):
+        result = _run(root, script, timeout=60, DEPLOY_MODE="compse")
+        assert result.returncode == 1, (script, result.stdout, result.stderr)
+        assert "DEPLOY_MODE must be auto, local or compose (not 'compse')" in result.stderr
+        assert not (root / ".run" / "gateway.pid").exists(), script
+        assert not _pids_under(root), script

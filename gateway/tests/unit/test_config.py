@@ -124,3 +124,26 @@ class TestEnvironmentParsing:
             if "=" in line and not line.startswith("#")
         )
         assert Settings(_env_file=None, **{k.lower(): v for k, v in values.items() if v})  # type: ignore[arg-type]
+
+
+def test_the_cli_names_the_variable_a_configuration_error_is_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`RETENTION_DAYS=abc ./start` said only "Input should be a valid integer": the operator
+    had to guess which of the ~100 settings. The message names the variable (not its value,
+    which may be a secret)."""
+    from app import cli
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("RETENTION_DAYS", "abc")
+    monkeypatch.setenv("LOG_MAX_FILE", "-3")
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error:"), err
+    assert "RETENTION_DAYS: Input should be a valid integer" in err, err
+    assert "LOG_MAX_FILE: " in err, err
+    assert "abc" not in err

@@ -69,3 +69,13 @@ def test_as_a_filter_with_stdlib_python() -> None:
         timeout=30,
     ).stdout.splitlines()
     assert out[0].startswith("2026-11-26 15:53:52.195774  INFO") and out[1] == "plain"
+
+
+def test_null_fields_are_dashes_not_python_none() -> None:
+    """A null latency printed `Nonems`, a null event `None`: Python's repr leaking to the
+    operator. Absent or null reads the same."""
+    entry = {"event": None, "method": "GET", "path": "/x", "level": "info"}
+    line = logfmt.format_line(json.dumps({**entry, "status_code": None, "latency_ms": None}))
+    assert "None" not in line, line
+    assert line.split() == ["-", "INFO", "-", "GET", "/x"], line
+    assert "GET /x" in line
