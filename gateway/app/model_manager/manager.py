@@ -248,6 +248,9 @@ class ModelManager:
         """This process no longer holds the lease: stop acting at once."""
         task, self._task = self._task, None
         op = self.machine.abandon()
+        if op is not None:
+            # keep the gate closed as the operation left it, until the next holder's state says
+            self.machine.mirror(self.status, self.current_profile, self.switch, op.kind)
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -39,7 +39,6 @@ class FakeRuntime:
             "alive": asyncio.Event(),
             "log_tail": asyncio.Event(),
         }
-        self.discoverable: str | None = None
         self._loader: asyncio.Task[None] | None = None
         self._exit: str | None = None
 
@@ -83,13 +82,10 @@ class FakeRuntime:
         return self._exit
 
     async def discover(self) -> str | None:
-        return self.discoverable
+        return self.running  # the one "machine": any manager finds what runs there
 
     async def adopt(self, spec: LaunchSpec) -> bool:
-        if self.discoverable != spec.profile_id:
-            return False
-        self.running, self.serving = spec.profile_id, spec.profile.served_name
-        return True
+        return self.running == spec.profile_id
 
     async def log_tail(self, lines: int = 40) -> list[str]:
         await self._held("log_tail")
@@ -98,6 +94,48 @@ class FakeRuntime:
     async def close(self, *, stop_server: bool) -> None:
         if self._loader is not None:
             self._loader.cancel()
+
+
+class FakeCoordinator:
+    """A lease a test hands out and takes away (`acting`); `check_fence` refuses runtime
+    actions once it is gone, as the real ones do."""
+
+    def __init__(self, *, acting: bool = True) -> None:
+        self.node_id = "fake"
+        self.is_acting = acting
+        self.published: list[dict[str, Any]] = []
+
+    @property
+    def acting(self) -> bool:
+        return self.is_acting
+
+    async def start(self, manager: Any) -> None:
+        if self.is_acting:
+            await manager.on_elected(None)
+
+    async def stop(self) -> None:
+        pass
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        self.published.append(snapshot)
+
+    def check_fence(self) -> None:
+        from app.model_manager.state import StaleOperation
+
+        if not self.is_acting:
+            raise StaleOperation("lease lost")
+
+    async def forward_switch(self, profile_id: str) -> dict[str, Any]:
+        raise AssertionError("not forwarded in unit tests")
+
+    async def remote_in_flight(self) -> int:
+        return 0
+
+    async def others_alive(self) -> bool:
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "fake", "node": self.node_id, "leader": None, "fence": None}
 
 
 class FakeUpstream:
