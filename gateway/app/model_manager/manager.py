@@ -236,7 +236,9 @@ class ModelManager:
                 log.warning("taking over a switch left unfinished", target=switch.target)
                 self.run_op(op, self._resume_switch(op, switch))
                 return
-        profile = self.current_profile or self.settings.model_default_profile
+        # what runs is adopted; else the default profile starts (else the last one shared)
+        default = self.settings.model_default_profile
+        profile = default if default in self.profiles else self.current_profile
         if profile and profile in self.profiles:
             op = self.machine.begin(OpKind.TAKEOVER, ANY)
             if op is not None:
@@ -573,13 +575,15 @@ class ModelManager:
             error=record.error,
         )
 
-    async def _drained(self, timeout_s: float) -> bool:
-        """Wait until no answer is running, in this process and in the others."""
+    async def _drained(self, record: SwitchRecord, timeout_s: float) -> bool:
+        """Wait until no answer is running, in this process and in the others (each of which
+        must first say that its gate is closed for this switch)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         if not await self.gate.drained(timeout_s):
             return False
-        while await self.coordinator.remote_in_flight() > 0:
+        key = iso(record.started_at) or ""
+        while await self.coordinator.remote_pending(key) > 0:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.05)
@@ -587,7 +591,7 @@ class ModelManager:
 
     async def _switch_steps(self, op: Operation, record: SwitchRecord) -> str:
         started = time.monotonic()
-        drained = await self._drained(self.settings.model_stop_timeout_s)
+        drained = await self._drained(record, self.settings.model_stop_timeout_s)
         self.machine.check(op)
         record.waited_drain_s = time.monotonic() - started
         if not drained:

@@ -59,7 +59,7 @@ class Cluster:
     """Gateway processes sharing a database, a Redis prefix, the profiles and the model log
     directory (where the process runtime's pid file lets a new lease holder adopt)."""
 
-    def __init__(self, tmp_path: Path, database_url: str, prefix: str) -> None:
+    def __init__(self, tmp_path: Path, store: str, database_url: str, prefix: str) -> None:
         self.tmp = tmp_path
         self.count_file = tmp_path / "starts.txt"
         self.log_dir = tmp_path / "model-logs"
@@ -70,10 +70,17 @@ class Cluster:
         ]  # loads for 4 s: long enough to kill the acting process mid-switch
         path = tmp_path / "profiles.yaml"
         path.write_text(yaml.safe_dump({"profiles": profiles}))
+        where = (
+            {"SQLITE_PATH": str(tmp_path / "shared.db")}
+            if store == "sqlite"
+            else {"DATABASE_URL": database_url}
+        )
+        if store == "redis":
+            where["REDIS_URL"] = SHARED_REDIS
+        self.store = store
         self.env = gateway_env(
-            DATABASE_URL=database_url,
+            **where,
             JWT_SECRET="cluster-secret-" + "c" * 40,
-            REDIS_URL=SHARED_REDIS,
             RATE_LIMIT_KEY_PREFIX=prefix,
             RATE_LIMIT_ENABLED="false",
             VLLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
@@ -192,16 +199,24 @@ class Cluster:
             os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, redis_prefix: str) -> AsyncIterator[Cluster]:
-    require_postgres()
-    url = await create_pg_database("gw_lease")
-    c = Cluster(tmp_path, url, redis_prefix)
+@pytest.fixture(params=["redis", "postgres", "sqlite"])
+async def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str
+) -> AsyncIterator[Cluster]:
+    """The lease and the shared state in Redis (with Postgres), in Postgres alone, or in the
+    SQLite file the processes share."""
+    store: str = request.param
+    url = ""
+    if store != "sqlite":
+        require_postgres()
+        url = await create_pg_database("gw_lease")
+    c = Cluster(tmp_path, store, url, redis_prefix)
     try:
         yield c
     finally:
         c.close()
-        await drop_pg_database(url)
+        if url:
+            await drop_pg_database(url)
 
 
 async def chat_loop(url: str, headers: dict[str, str], stop: asyncio.Event, out: list[Any]) -> None:
@@ -260,7 +275,7 @@ async def test_a_switch_asked_of_a_follower_happens_once(cluster: Cluster, n: in
     assert set(per_process) == set(cluster.urls)  # every process served chat
     models = Counter(detail for _, kind, detail in outcomes if kind == "ok")
     assert set(models) == {"sim-a", "sim-b"}
-    print(f"\n{n} processes: {dict(kinds)}, per model {dict(models)}")
+    print(f"\n{cluster.store}, {n} processes: {dict(kinds)}, per model {dict(models)}")
 
 
 async def test_killing_the_acting_process_mid_switch(cluster: Cluster) -> None:
@@ -307,7 +322,7 @@ async def test_killing_the_acting_process_mid_switch(cluster: Cluster) -> None:
     assert entry["to_profile"] == "slow-start" and entry["outcome"] == "success", entry
     # the server the dead process started was adopted, not started again
     assert cluster.starts() == Counter({"simulator": 1, "slow-start": 1}), cluster.starts()
-    print(f"\nleader takeover after SIGKILL: {takeover_s:.2f}s (lease TTL 2 s)")
+    print(f"\n{cluster.store}: leader takeover after SIGKILL: {takeover_s:.2f}s (lease TTL 2 s)")
     assert takeover_s < 2 + 2 + 1  # TTL, a renewal period, and this machine's slack
 
 

@@ -128,7 +128,7 @@ class FakeCoordinator:
     async def forward_switch(self, profile_id: str) -> dict[str, Any]:
         raise AssertionError("not forwarded in unit tests")
 
-    async def remote_in_flight(self) -> int:
+    async def remote_pending(self, switch_key: str) -> int:
         return 0
 
     async def others_alive(self) -> bool:
