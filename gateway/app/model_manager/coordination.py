@@ -324,6 +324,11 @@ class LeaseCoordinator:
                 headers={"Retry-After": "5"},
             )
         answer: dict[str, Any] = json.loads(reply)
+        if answer.get("status") == 503:
+            raise ManagerUnavailable(
+                answer.get("message") or "the model manager changed hands; try again",
+                headers={"Retry-After": "5"},
+            )
         if answer.get("status") != 202:
             error = AppError(answer.get("message") or "switch refused", extra=answer.get("extra"))
             error.status_code = int(answer["status"])
@@ -675,13 +680,24 @@ class DatabaseCoordinator(LeaseCoordinator):
 
     async def _next_commands(self) -> list[tuple[Any, dict[str, Any]]]:
         await asyncio.sleep(self.POLL_S)
+        if not self.acting:
+            return []
         rows = (
             await self._exec(
                 "SELECT id, profile_id FROM manager_commands "
                 "WHERE reply IS NULL AND deadline > {now} ORDER BY id"
             )
         ).all()
-        return [(int(r[0]), {"id": int(r[0]), "profile_id": r[1]}) for r in rows]
+        taken = []
+        for row_id, profile_id in rows:
+            # claim it (an empty reply) so that no other process answers it too
+            claim = await self._exec(
+                "UPDATE manager_commands SET reply = '' WHERE id = :id AND reply IS NULL",
+                id=row_id,
+            )
+            if claim.rowcount == 1:
+                taken.append((int(row_id), {"id": int(row_id), "profile_id": profile_id}))
+        return taken
 
     async def _answer(self, ref: Any, answer: str) -> None:
         await self._exec("UPDATE manager_commands SET reply = :r WHERE id = :id", r=answer, id=ref)

@@ -280,6 +280,13 @@ class ModelManager:
 
     async def handle_command(self, command: dict[str, Any]) -> dict[str, Any]:
         """A switch forwarded by another process: answer as the route would."""
+        log.info("switch forwarded by another gateway process", command=command)
+        if not self.acting:  # never forward a forwarded command again
+            return {
+                "status": 503,
+                "code": "manager_unavailable",
+                "message": "the model manager changed hands; try again",
+            }
         try:
             record = await self.request_switch(str(command.get("profile_id")))
         except AppError as exc:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from app.core.errors import NotFound
 from tests.conftest import (
     GATEWAY_DIR,
     SHARED_REDIS,
@@ -349,3 +350,81 @@ async def test_workers_share_one_manager(cluster: Cluster) -> None:
         results = [await chat_once(c, cluster.user) for _ in range(6)]
     assert all(kind == "ok" and model == "sim-b" for kind, model in results), results
     assert cluster.starts() == Counter({"simulator": 1, "simulator-alt": 1})
+
+
+# --- the lease itself, in one process: two coordinators on one store ---------------------------
+
+
+@pytest.fixture(params=["redis", "postgres", "sqlite"])
+async def lease_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str
+) -> AsyncIterator[tuple[Any, Any]]:
+    """Two managers (no default profile, a fake runtime) on one lease store, lease TTL 1 s."""
+    from app.db.engine import create_engine
+    from app.db.migrate import migrate
+    from app.model_manager.coordination import DatabaseCoordinator, RedisCoordinator
+    from app.model_manager.manager import ModelManager
+    from app.model_manager.profiles import RuntimeKind
+    from tests.unit.model_manager.fakes import FakeRuntime, FakeUpstream, fake_settings
+
+    store: str = request.param
+    url = ""
+    if store == "postgres":
+        require_postgres()
+        url = await create_pg_database("gw_lease")
+    settings = fake_settings(
+        tmp_path,
+        model_default_profile=None,
+        database_url=url or f"sqlite+aiosqlite:///{tmp_path}/lease.db",
+    )
+    engine = create_engine(settings)
+    await migrate(engine)
+    managers = []
+    for _ in range(2):
+        coordinator = (
+            RedisCoordinator(SHARED_REDIS, redis_prefix, lease_ttl_s=1.0, forward_timeout_s=3)
+            if store == "redis"
+            else DatabaseCoordinator(engine, lease_ttl_s=1.0, forward_timeout_s=3)
+        )
+        runtime = FakeRuntime()
+        upstream: Any = FakeUpstream(runtime, settings.vllm_base_url)
+        manager = ModelManager(settings, upstream, coordinator)
+        manager._runtimes[RuntimeKind.PROCESS] = runtime
+        managers.append(manager)
+    try:
+        await managers[0].start()
+        await wait_until(lambda: managers[0].acting, timeout=10)
+        await managers[1].start()
+        yield managers[0], managers[1]
+    finally:
+        for m in managers:
+            await m.stop()
+        await engine.dispose()
+        if url:
+            await drop_pg_database(url)
+
+
+async def test_the_lease_fences_off_a_holder_that_stalls(lease_pair: tuple[Any, Any]) -> None:
+    """The holder stops renewing (a stalled process): within the TTL it stops counting itself
+    acting, the other takes the lease with a larger fence, and the old holder's state writes
+    are refused; the follower forwards switches to the new holder and shows its state."""
+    one, two = lease_pair
+    c1, c2 = one.coordinator, two.coordinator
+    await wait_until(lambda: c2.leader == c1.node_id, timeout=10)
+    assert not two.acting
+    old_value, old_fence = c1.lease_value, c1.fence
+    c1._tasks[0].cancel()  # the lease loop: no more renewals
+    stalled = time.monotonic()
+    await wait_until(lambda: two.acting, timeout=10, interval=0.02)
+    assert time.monotonic() - stalled < 1.0 + 1.0  # TTL + slack
+    assert not one.acting
+    assert c2.fence > old_fence
+    assert not await c1._write_state(old_value, json.dumps({"status": "error"}))
+    # what its lease loop would have done next: it follows now, and forwards switches
+    await c1._lose("stalled")
+    with pytest.raises(NotFound):
+        await one.request_switch("nonexistent")
+    record = await one.request_switch("b")
+    assert record.target == "b"
+    await wait_until(lambda: two.status.value == "running" and two.current_profile == "b", 10)
+    await wait_until(lambda: one.current_profile == "b" and one.gate.is_open, timeout=10)
