@@ -69,7 +69,7 @@ class Coordinator(Protocol):
 
     def check_fence(self) -> None: ...
 
-    async def forward_switch(self, profile_id: str) -> dict[str, Any]: ...
+    async def forward(self, op: str, profile_id: str = "") -> dict[str, Any]: ...
 
     async def remote_pending(self, switch_key: str) -> int: ...
 
@@ -104,7 +104,7 @@ class LocalCoordinator:
     def check_fence(self) -> None:
         pass
 
-    async def forward_switch(self, profile_id: str) -> dict[str, Any]:  # pragma: no cover
+    async def forward(self, op: str, profile_id: str = "") -> dict[str, Any]:  # pragma: no cover
         raise ManagerUnavailable("no acting model manager")
 
     async def remote_pending(self, switch_key: str) -> int:
@@ -305,9 +305,12 @@ class LeaseCoordinator:
         self.manager.apply_shared(shared)
 
     # --- commands -------------------------------------------------------------------------------
-    async def forward_switch(self, profile_id: str) -> dict[str, Any]:
+    async def forward(self, op: str, profile_id: str = "") -> dict[str, Any]:
+        """Have the holder do `op` (`switch` to `profile_id`, `reload` the profiles) and
+        return its answer; its refusal is raised as the same error."""
         command = {
             "id": uuid.uuid4().hex,
+            "op": op,
             "profile_id": profile_id,
             "deadline": time.time() + self.forward_timeout_s,
         }
@@ -329,13 +332,12 @@ class LeaseCoordinator:
                 answer.get("message") or "the model manager changed hands; try again",
                 headers={"Retry-After": "5"},
             )
-        if answer.get("status") != 202:
-            error = AppError(answer.get("message") or "switch refused", extra=answer.get("extra"))
+        if int(answer.get("status", 500)) >= 300:
+            error = AppError(answer.get("message") or f"{op} refused", extra=answer.get("extra"))
             error.status_code = int(answer["status"])
             error.code = str(answer.get("code"))
             raise error
-        switch: dict[str, Any] = answer["switch"]
-        return switch
+        return answer
 
     async def _command_loop(self) -> None:
         assert self.manager is not None
@@ -657,8 +659,9 @@ class DatabaseCoordinator(LeaseCoordinator):
 
     async def _send_command(self, command: dict[str, Any], timeout_s: float) -> str | None:
         result = await self._exec(
-            "INSERT INTO manager_commands (profile_id, deadline) "
-            "VALUES (:profile, {now} + :timeout) RETURNING id",
+            "INSERT INTO manager_commands (op, profile_id, deadline) "
+            "VALUES (:op, :profile, {now} + :timeout) RETURNING id",
+            op=command["op"],
             profile=command["profile_id"],
             timeout=timeout_s,
         )
@@ -684,19 +687,20 @@ class DatabaseCoordinator(LeaseCoordinator):
             return []
         rows = (
             await self._exec(
-                "SELECT id, profile_id FROM manager_commands "
+                "SELECT id, op, profile_id FROM manager_commands "
                 "WHERE reply IS NULL AND deadline > {now} ORDER BY id"
             )
         ).all()
         taken = []
-        for row_id, profile_id in rows:
+        for row_id, op, profile_id in rows:
             # claim it (an empty reply) so that no other process answers it too
             claim = await self._exec(
                 "UPDATE manager_commands SET reply = '' WHERE id = :id AND reply IS NULL",
                 id=row_id,
             )
             if claim.rowcount == 1:
-                taken.append((int(row_id), {"id": int(row_id), "profile_id": profile_id}))
+                command = {"id": int(row_id), "op": op, "profile_id": profile_id}
+                taken.append((int(row_id), command))
         return taken
 
     async def _answer(self, ref: Any, answer: str) -> None:

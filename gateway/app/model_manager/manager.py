@@ -115,6 +115,7 @@ class ModelManager:
         self.log_tail: list[str] = []
         self.restarts = 0
         self.upstream_version: str | None = None
+        self.profiles_generation = 0  # the acting process counts reloads; the others follow
         self.active: Runtime | None = None
         self.supervise_interval_s = 1.0
         self.coordinator: Coordinator = coordinator or LocalCoordinator()
@@ -271,6 +272,15 @@ class ModelManager:
         self.history = deque(shared.get("history") or [], maxlen=50)
         self.restarts = int(shared.get("restarts") or 0)
         self.upstream_version = shared.get("upstream_version")
+        generation = int(shared.get("profiles_generation") or 0)
+        if generation != self.profiles_generation:
+            self.profiles_generation = generation
+            try:  # the acting process reloaded the profiles: so does this one
+                self.reload_profiles()
+            except InvalidProfiles as exc:
+                log.error(
+                    "profiles reloaded by the acting process not reloaded here", error=str(exc)
+                )
         profile = shared.get("current_profile")
         self.machine.mirror(ModelStatus(shared["status"]), profile, switch, op)
         if profile != old_profile:
@@ -288,6 +298,9 @@ class ModelManager:
                 "message": "the model manager changed hands; try again",
             }
         try:
+            if command.get("op") == "reload":
+                await self.reload_everywhere()
+                return {"status": 200}
             record = await self.request_switch(str(command.get("profile_id")))
         except AppError as exc:
             return {
@@ -521,7 +534,8 @@ class ModelManager:
                 extra={"reasons": compat.reasons, "details": compat.details},
             )
         if not self.acting:
-            return SwitchRecord.from_dict(await self.coordinator.forward_switch(profile_id))
+            answer = await self.coordinator.forward("switch", profile_id)
+            return SwitchRecord.from_dict(answer["switch"])
         async with self._lock:
             record = SwitchRecord(target=profile_id, previous=self.current_profile)
             record.phases.append((SwitchPhase.STOPPING, record.started_at))
@@ -677,6 +691,17 @@ class ModelManager:
             )
         self.profiles, self.profiles_error = profiles, None
         log.info("model profiles reloaded", count=len(profiles))
+        return profiles
+
+    async def reload_everywhere(self) -> dict[str, ModelProfile]:
+        """Reload here (refused with the reason, as before), then in every gateway process: the
+        acting one counts a new generation in its shared state and the others reload on it."""
+        profiles = self.reload_profiles()
+        if self.acting:
+            self.profiles_generation += 1
+            self.coordinator.publish(views.shared_snapshot(self))
+        else:
+            await self.coordinator.forward("reload")
         return profiles
 
     async def profile_views(self) -> dict[str, dict[str, Any]]:

@@ -46,6 +46,7 @@ def shared_snapshot(manager: ModelManager) -> dict[str, Any]:
         "history": list(manager.history),
         "restarts": manager.restarts,
         "upstream_version": manager.upstream_version,
+        "profiles_generation": manager.profiles_generation,
     }
 
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
+        sa.Column("op", sa.String(length=20), nullable=False),
         sa.Column("profile_id", sa.String(length=100), nullable=False),
         sa.Column("deadline", sa.Float(), nullable=False),
         sa.Column("reply", sa.Text(), nullable=True),

@@ -428,3 +428,44 @@ async def test_the_lease_fences_off_a_holder_that_stalls(lease_pair: tuple[Any, 
     assert record.target == "b"
     await wait_until(lambda: two.status.value == "running" and two.current_profile == "b", 10)
     await wait_until(lambda: one.current_profile == "b" and one.gate.is_open, timeout=10)
+
+
+async def test_a_reload_on_any_process_reaches_every_process(cluster: Cluster) -> None:
+    """A profile added to the file and reloaded through a follower is known to every process
+    (listed, switchable from another follower); a broken file is refused there, as before."""
+    for _ in range(3):
+        await cluster.spawn()
+    await cluster.login()
+    await cluster.all_running("simulator")
+    acting = await cluster.acting_url()
+    followers = [u for u in cluster.urls if u != acting]
+    path = Path(cluster.env["MODEL_PROFILES_PATH"])
+    profiles = yaml.safe_load(path.read_text())
+    profiles["profiles"]["simulator-new"] = {
+        **profiles["profiles"]["simulator"],
+        "name": "Added later",
+        "model_id": "sim-new",
+    }
+    path.write_text(yaml.safe_dump(profiles))
+    async with httpx.AsyncClient(base_url=followers[0], timeout=30) as c:
+        r = await c.post("/api/models/reload", headers=cluster.admin)
+    assert r.status_code == 200, r.text
+    assert "simulator-new" in r.json()["profiles"]
+
+    async def everywhere() -> bool:
+        for url in cluster.urls:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+                r = await c.get("/api/models/profiles", headers=cluster.user)
+            if "simulator-new" not in r.json()["profiles"]:
+                return False
+        return True
+
+    await wait_until(everywhere, timeout=15, interval=0.1)
+    r = await cluster.switch(followers[1], "simulator-new")
+    assert r.status_code == 202, r.text
+    statuses = await cluster.all_running("simulator-new")
+    assert all(s["served_model"] == "sim-new" for s in statuses)
+    path.write_text("profiles: [not, a, mapping]\n")
+    async with httpx.AsyncClient(base_url=followers[0], timeout=30) as c:
+        r = await c.post("/api/models/reload", headers=cluster.admin)
+    assert_error(r, 422, "invalid_profiles")

@@ -67,7 +67,7 @@ async def switch_model(
 
 @router.post("/reload")
 async def reload_profiles(_: AdminPrincipal, manager: ManagerDep) -> dict[str, Any]:
-    profiles = manager.reload_profiles()
+    profiles = await manager.reload_everywhere()
     return {
         "success": True,
         "profiles": {pid: profile_view(pid, p) for pid, p in profiles.items()},

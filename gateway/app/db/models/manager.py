@@ -22,11 +22,13 @@ class ManagerLease(Base):
 
 
 class ManagerCommand(Base):
-    """A switch asked of a process that does not act, waiting for the holder's `reply`."""
+    """A switch or a reload asked of a process that does not act, waiting for the holder's
+    `reply` (an empty one: taken, not answered yet)."""
 
     __tablename__ = "manager_commands"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    op: Mapped[str] = mapped_column(String(20))  # switch | reload
     profile_id: Mapped[str] = mapped_column(String(100))
     deadline: Mapped[float] = mapped_column(Float)
     reply: Mapped[str | None] = mapped_column(Text)

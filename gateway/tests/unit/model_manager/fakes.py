@@ -125,7 +125,7 @@ class FakeCoordinator:
         if not self.is_acting:
             raise StaleOperation("lease lost")
 
-    async def forward_switch(self, profile_id: str) -> dict[str, Any]:
+    async def forward(self, op: str, profile_id: str = "") -> dict[str, Any]:
         raise AssertionError("not forwarded in unit tests")
 
     async def remote_pending(self, switch_key: str) -> int:
