@@ -204,14 +204,15 @@ class ModelManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        # a child-process server ends with the gateway, unless another gateway process lives
-        # to adopt it; containers outlive it and are adopted
-        handed_over = await self.coordinator.others_alive()
+        # a child-process server ends with the gateway that acts, unless another gateway
+        # process lives to adopt it (a process that does not act never stops one: the server
+        # it once started may be another's now); containers outlive it and are adopted
+        stop_servers = self.acting and not await self.coordinator.others_alive()
         await self.coordinator.stop()
         for runtime in self._runtimes.values():
             with contextlib.suppress(Exception):
                 await runtime.close(
-                    stop_server=runtime.kind is RuntimeKind.PROCESS and not handed_over
+                    stop_server=runtime.kind is RuntimeKind.PROCESS and stop_servers
                 )
         self.gate.open()
 

@@ -41,6 +41,7 @@ class FakeRuntime:
         }
         self._loader: asyncio.Task[None] | None = None
         self._exit: str | None = None
+        self.closed_stopping: bool | None = None
 
     async def start(self, spec: LaunchSpec) -> None:
         self.starts.append(spec.profile_id)
@@ -92,6 +93,7 @@ class FakeRuntime:
         return ["fake log line"]
 
     async def close(self, *, stop_server: bool) -> None:
+        self.closed_stopping = stop_server
         if self._loader is not None:
             self._loader.cancel()
 

@@ -218,3 +218,20 @@ async def test_a_follower_forwards_and_does_not_touch_the_runtime(rig: Any) -> N
     assert not r.manager.gate.is_open  # chat waits for the acting one's state
     with pytest.raises(AssertionError, match="not forwarded"):
         await r.manager.request_switch("b")
+
+
+async def test_only_the_acting_process_stops_the_server_at_shutdown(rig: Any) -> None:
+    """A process that lost the lease may still be the parent of the server it started; at its
+    shutdown it must leave it to the holder that adopted it. The holder, alone, stops it."""
+    runtime = FakeRuntime()
+    coordinator = FakeCoordinator()
+    r = await rig(runtime=runtime, coordinator=coordinator)
+    await r.running("a")
+    coordinator.is_acting = False
+    await r.manager.on_lost()
+    await r.manager.stop()
+    assert runtime.closed_stopping is False
+    holder = await rig(runtime=FakeRuntime())
+    await holder.running("a")
+    await holder.manager.stop()
+    assert holder.runtime.closed_stopping is True
