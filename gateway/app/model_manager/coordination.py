@@ -78,6 +78,19 @@ class Coordinator(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]], timeout_s: float = 3.0) -> None:
+    """Cancel the tasks and wait for them, but not forever: a task that swallows its
+    cancellation (a client library's read) is left behind with a warning, not waited on."""
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if not pending:
+        return
+    _, stuck = await asyncio.wait(pending, timeout=timeout_s)
+    for task in stuck:
+        log.warning("task did not stop when cancelled", task=task.get_name())
+
+
 def new_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -208,19 +221,19 @@ class LeaseCoordinator:
             self._tasks.append(loop.create_task(job, name=f"manager-{name}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
         value, self.lease_value = self.lease_value, None
+        # bounded: a store that does not answer must not hold the gateway's shutdown
         with contextlib.suppress(Exception):
-            if value is not None:
-                await self._flush_snapshot(value)
-                await self._release(value)
-            await self._forget_node()
-        await self._close()
+            async with asyncio.timeout(3.0):
+                if value is not None:
+                    await self._flush_snapshot(value)
+                    await self._release(value)
+                await self._forget_node()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(3.0):
+                await self._close()
 
     async def _lease_loop(self) -> None:
         while True:

@@ -40,7 +40,7 @@ from app.core.metrics import (
 )
 from app.model_manager import views
 from app.model_manager.compatibility import check_compatibility
-from app.model_manager.coordination import Coordinator, LocalCoordinator
+from app.model_manager.coordination import Coordinator, LocalCoordinator, cancel_all
 from app.model_manager.gate import ServingGate
 from app.model_manager.hardware import HardwareInfo, probe_hardware
 from app.model_manager.hints import hint_for
@@ -199,11 +199,7 @@ class ModelManager:
         self._supervisor = asyncio.get_running_loop().create_task(supervise(self))
 
     async def stop(self) -> None:
-        for task in (self._supervisor, self._task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_all([t for t in (self._supervisor, self._task) if t is not None])
         # a child-process server ends with the gateway that acts, unless another gateway
         # process lives to adopt it (a process that does not act never stops one: the server
         # it once started may be another's now); containers outlive it and are adopted
