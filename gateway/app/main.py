@@ -39,6 +39,7 @@ from app.core.shutdown import ShutdownWatch
 from app.core.tracing import setup_tracing, shutdown_tracing
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrate import migrate
+from app.model_manager.coordination import Coordinator, DatabaseCoordinator, RedisCoordinator
 from app.model_manager.fleet import Fleet
 from app.model_manager.manager import ModelManager
 from app.services.chat import ChatService
@@ -94,6 +95,18 @@ async def _migrate_when_reachable(engine: AsyncEngine, settings: Settings) -> No
             delay = min(delay * 2, 2.0)
 
 
+def manager_coordinator(settings: Settings, engine: AsyncEngine) -> Coordinator:
+    """Any number of gateway processes share one model manager: a lease decides which acts,
+    in Redis when there is one, else in the database they share (Postgres or the SQLite file)."""
+    options = {
+        "lease_ttl_s": settings.manager_lease_ttl_s,
+        "forward_timeout_s": settings.manager_forward_timeout_s,
+    }
+    if settings.redis_url:
+        return RedisCoordinator(settings.redis_url, settings.rate_limit_key_prefix, **options)
+    return DatabaseCoordinator(engine, **options)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -141,7 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.chat_writer = chat_writer
         # usage rows point at conversations: write those first
         usage_recorder.before_batch = chat_writer.flush
-        model_manager = ModelManager(settings, upstream)
+        model_manager = ModelManager(settings, upstream, manager_coordinator(settings, engine))
         app.state.model_manager = model_manager
         fleet = Fleet(settings, model_manager)  # MODEL_ALSO_SERVE: more models at once
         app.state.fleet = fleet

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     switch_wait_s: float = Field(default=30.0, ge=0)
     model_restart_max: int = Field(default=5, ge=0)
     model_log_dir: Path = GATEWAY_DIR / "data" / "model-logs"
+    # several gateway processes on one Redis: the manager lease (issue 15)
+    manager_lease_ttl_s: float = Field(default=3.0, ge=0.3, le=60)
+    manager_forward_timeout_s: float = Field(default=10.0, gt=0)
     hf_cache_dir: str = "~/.cache/huggingface"
     # the host's home, for a `~` in HF_CACHE_DIR when the gateway runs in a container (compose
     # sets it: the engine needs the host's path, and the container's own ~ is not it)

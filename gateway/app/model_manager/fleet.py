@@ -215,8 +215,9 @@ class Fleet:
             )
         return await slot.request_switch(profile_id)
 
-    def reload_profiles(self) -> dict[str, ModelProfile]:
-        """Re-read the profiles file for every member; refused (nothing changes) when a
+    async def reload_profiles(self) -> dict[str, ModelProfile]:
+        """Re-read the profiles file for every member (the default one's in every gateway
+        process, see `ModelManager.reload_everywhere`); refused (nothing changes) when a
         profile one of them serves is missing from it."""
         try:
             profiles = load_profiles(self.settings.model_profiles_path)
@@ -228,7 +229,7 @@ class Fleet:
                     f"profiles not reloaded: the running profile {slot.current_profile!r} is "
                     "missing from the file (switch away from it first)"
                 )
-        reloaded = self.primary.reload_profiles()
+        reloaded = await self.primary.reload_everywhere()
         for slot in self.slots[1:]:
             slot.reload_profiles()
         return reloaded

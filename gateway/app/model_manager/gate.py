@@ -9,6 +9,7 @@ finish (drain), so none is cut off and none is sent to a half-started server.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from app.core.errors import ServiceUnavailable
 
@@ -25,6 +26,7 @@ class ServingGate:
         self._idle.set()
         self.in_flight = 0
         self.retry_after_s = 10
+        self.on_change: Callable[[], None] | None = None  # told when an answer ends while closed
 
     @property
     def is_open(self) -> bool:
@@ -54,6 +56,8 @@ class ServingGate:
         if self.in_flight <= 0:
             self.in_flight = 0
             self._idle.set()
+        if self.on_change is not None and not self._open.is_set():
+            self.on_change()
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until no request is inside (answers in progress finish on the old model)."""

@@ -1,8 +1,19 @@
 """The model manager: which profile is served, and the one switch at a time (SPEC §6).
 
-Modelled on llama-swap's process state machine: typed states, one transition table, changes
-made under one lock, one log event per transition. Chat requests go through a `ServingGate`
-that a switch or a restart closes, drains, and opens again.
+Modelled on llama-swap's process state machine. The parts:
+
+- `state.py`: statuses, the transition table, the switch record and the `StateMachine` whose
+  every change is a compare-and-swap owned by one operation and emits an event;
+- `readiness.py`: waiting for a started server to answer with its model;
+- `supervision.py`: restarting a server that exits on its own;
+- `views.py`: the status and profile views, and the snapshot shared with other processes;
+- `coordination.py`: which gateway process acts (a lease with fencing) and how the others
+  follow its state, forward switches to it and close their own serving gates;
+- this module: the operations (first start or adoption, switch with rollback, restart,
+  takeover) that drive the runtimes and the machine.
+
+Chat requests go through a `ServingGate` that follows the machine: closed while an operation
+is in progress, open otherwise.
 """
 
 from __future__ import annotations
@@ -11,10 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -26,12 +34,13 @@ from app.core.metrics import (
     GPU_MEMORY_TOTAL,
     GPU_MEMORY_USED,
     GPU_UTILIZATION,
-    MODEL_SERVER_RESTARTS,
     MODEL_SWITCH_DURATION,
     MODEL_SWITCHES,
     MODEL_UP,
 )
-from app.model_manager.compatibility import check_compatibility, recommend
+from app.model_manager import views
+from app.model_manager.compatibility import check_compatibility
+from app.model_manager.coordination import Coordinator, LocalCoordinator, cancel_all
 from app.model_manager.gate import ServingGate
 from app.model_manager.hardware import HardwareInfo, probe_hardware
 from app.model_manager.hints import hint_for
@@ -40,49 +49,44 @@ from app.model_manager.profiles import (
     ProfilesInvalid,
     RuntimeKind,
     load_profiles,
-    profile_view,
 )
+from app.model_manager.readiness import Readiness, wait_ready
 from app.model_manager.runtimes.base import LaunchFailed, LaunchSpec, Runtime
 from app.model_manager.runtimes.docker import DockerRuntime
 from app.model_manager.runtimes.external import ExternalRuntime
 from app.model_manager.runtimes.process import ProcessRuntime
+from app.model_manager.state import (
+    ANY,
+    TRANSITIONS,
+    InvalidTransition,
+    ModelStatus,
+    Operation,
+    OpKind,
+    StaleOperation,
+    StateEvent,
+    StateMachine,
+    SwitchPhase,
+    SwitchRecord,
+    iso,
+    now,
+)
+from app.model_manager.supervision import supervise
 from app.services.periodic import Periodic
 from app.services.upstream import UpstreamClient
 
+__all__ = [
+    "TRANSITIONS",
+    "IncompatibleHardware",
+    "InvalidProfiles",
+    "InvalidTransition",
+    "ModelManager",
+    "ModelStatus",
+    "Readiness",
+    "SwitchPhase",
+    "SwitchRecord",
+]
+
 log = structlog.get_logger()
-
-
-class ModelStatus(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    LOADING = "loading"
-    RUNNING = "running"
-    SWITCHING = "switching"
-    ERROR = "error"
-
-
-class SwitchPhase(StrEnum):
-    STOPPING = "stopping"
-    STARTING = "starting"
-    LOADING = "loading"
-    RUNNING = "running"
-    ROLLING_BACK = "rolling_back"
-    FAILED = "failed"
-
-
-S = ModelStatus
-TRANSITIONS: dict[ModelStatus, frozenset[ModelStatus]] = {
-    S.STOPPED: frozenset({S.STARTING, S.SWITCHING}),
-    S.STARTING: frozenset({S.LOADING, S.ERROR, S.STOPPED}),
-    S.LOADING: frozenset({S.RUNNING, S.ERROR, S.STOPPED}),
-    S.RUNNING: frozenset({S.SWITCHING, S.STARTING, S.ERROR, S.STOPPED}),
-    S.SWITCHING: frozenset({S.RUNNING, S.ERROR, S.STOPPED}),
-    S.ERROR: frozenset({S.SWITCHING, S.STARTING, S.STOPPED}),
-}
-
-
-class InvalidTransition(RuntimeError):
-    pass
 
 
 class IncompatibleHardware(AppError):
@@ -93,64 +97,33 @@ class InvalidProfiles(AppError):
     status_code, code = 422, "invalid_profiles"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-@dataclass
-class SwitchRecord:
-    target: str
-    previous: str | None
-    phase: SwitchPhase = SwitchPhase.STOPPING
-    started_at: datetime = field(default_factory=_now)
-    finished_at: datetime | None = None
-    error: str | None = None
-    phases: list[tuple[SwitchPhase, datetime]] = field(default_factory=list)
-    started_mono: float = field(default_factory=time.monotonic)
-    waited_drain_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "previous": self.previous,
-            "phase": self.phase.value,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "error": self.error,
-            "phases": [{"phase": p.value, "at": _iso(at)} for p, at in self.phases],
-        }
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ok: bool
-    error: str | None = None
-
-
 class ModelManager:
-    def __init__(self, settings: Settings, upstream: UpstreamClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: UpstreamClient,
+        coordinator: Coordinator | None = None,
+    ) -> None:
         self.settings = settings
         self.upstream = upstream
         self.gate = ServingGate()
+        self.machine = StateMachine()
         self.profiles: dict[str, ModelProfile] = {}
         self.profiles_error: str | None = None
-        self.current_profile: str | None = None
-        self.status = ModelStatus.STOPPED
-        self.switch: SwitchRecord | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=50)
         self.error: str | None = None
         self.hint: str | None = None
         self.log_tail: list[str] = []
         self.restarts = 0
         self.upstream_version: str | None = None
+        self.profiles_generation = 0  # the acting process counts reloads; the others follow
         self.active: Runtime | None = None
+        self.supervise_interval_s = 1.0
+        self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._runtimes: dict[RuntimeKind, Runtime] = {}
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None  # a switch, the first start or a restart
+        self._lock = asyncio.Lock()  # the switch requests' checks, one at a time
+        self._task: asyncio.Task[None] | None = None  # the operation's task
+        self._following: asyncio.Task[None] | None = None  # a follower's retarget
         self._supervisor: asyncio.Task[None] | None = None
         self._hardware: HardwareInfo | None = None
         self._hardware_at = 0.0
@@ -167,15 +140,32 @@ class ModelManager:
         self.host = url.host or "127.0.0.1"
         self.port = url.port or 8000
         self.on_retarget: list[Callable[[str], None]] = []
+        self.machine.listeners += [self._follow_gate, self._follow_metrics, self._follow_shared]
         upstream.profile_names = self.served_names
         upstream.serving_profile = lambda: self.current_profile
 
+    # --- the machine's state, as it was read before the split ------------------------------------
+    @property
+    def status(self) -> ModelStatus:
+        return self.machine.status
+
+    @property
+    def current_profile(self) -> str | None:
+        return self.machine.current_profile
+
+    @property
+    def switch(self) -> SwitchRecord | None:
+        return self.machine.switch
+
+    @property
+    def busy(self) -> bool:
+        return self.machine.busy
+
     @property
     def acting(self) -> bool:
-        """Whether this process is the one that acts on the runtimes and runs the periodic jobs
-        (GPU sampling, retention). One process alone always is; with several gateway processes
-        only the holder of the manager lease is (issue 15)."""
-        return True
+        """Whether this process acts on the runtimes and runs the periodic jobs (GPU sampling,
+        retention): the only process, or the holder of the manager lease (issue 15)."""
+        return self.coordinator.acting
 
     @property
     def switching_disabled_reason(self) -> str | None:
@@ -201,55 +191,155 @@ class ModelManager:
             return []
         return [self.current_profile, *profile.aliases]
 
+    # --- what follows the machine's events ----------------------------------------------------
+    def _follow_gate(self, event: StateEvent) -> None:
+        if event.operation is not None:
+            self.gate.close()
+        else:
+            self.gate.open()
+
+    def _follow_metrics(self, event: StateEvent) -> None:
+        MODEL_UP.set(1 if event.new is ModelStatus.RUNNING else 0)
+
+    def _follow_shared(self, event: StateEvent) -> None:
+        if event.reason != "mirror" and self.acting:
+            self.coordinator.publish(views.shared_snapshot(self))
+
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the profiles and bring up (or adopt) the default profile in the background."""
+        """Load the profiles, then act (bring up or adopt the default profile) or follow."""
         try:
             self.profiles = load_profiles(self.settings.model_profiles_path)
         except ProfilesInvalid as exc:
             self.profiles_error = str(exc)
             log.error("model profiles not loaded", reason=str(exc))
         default = self.settings.model_default_profile
+        if default and default not in self.profiles:
+            self.error = f"MODEL_DEFAULT_PROFILE={default!r} is not a known profile"
+            self.machine.mirror(ModelStatus.ERROR, None, None, None)
+            log.error("default profile unknown", profile=default)
+            default = None
         if default:
-            if default not in self.profiles:
-                self._set_status(ModelStatus.ERROR)
-                self.error = f"MODEL_DEFAULT_PROFILE={default!r} is not a known profile"
-                log.error("default profile unknown", profile=default)
-            else:
-                self.gate.close()  # chat waits for the first start instead of failing
-                self._task = asyncio.get_running_loop().create_task(self._bring_up(default))
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+            self.gate.close()  # chat waits for the first start (or the acting one's state)
+        await self.coordinator.start(self)
+        self._supervisor = asyncio.get_running_loop().create_task(supervise(self))
         self.gpu_sampler.start()
 
     async def stop(self) -> None:
         await self.gpu_sampler.stop()
-        for task in (self._supervisor, self._task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_all([t for t in (self._supervisor, self._task) if t is not None])
+        # a child-process server ends with the gateway that acts, unless another gateway
+        # process lives to adopt it (a process that does not act never stops one: the server
+        # it once started may be another's now); containers outlive it and are adopted
+        stop_servers = self.acting and not await self.coordinator.others_alive()
+        await self.coordinator.stop()
         for runtime in self._runtimes.values():
-            # child processes end with the gateway; containers outlive it and are adopted
             with contextlib.suppress(Exception):
-                await runtime.close(stop_server=runtime.kind is RuntimeKind.PROCESS)
+                await runtime.close(
+                    stop_server=runtime.kind is RuntimeKind.PROCESS and stop_servers
+                )
         self.gate.open()
 
-    # --- state --------------------------------------------------------------------------------
-    def _set_status(self, new: ModelStatus) -> None:
-        if new is self.status:
+    # --- the coordinator's calls -----------------------------------------------------------------
+    async def on_elected(self, shared: dict[str, Any] | None) -> None:
+        """This process now holds the lease: resolve what the last holder left (or start)."""
+        if shared is None:
+            default = self.settings.model_default_profile
+            if default and default in self.profiles:
+                op = self.machine.begin(OpKind.BRING_UP, ANY)
+                if op is not None:
+                    self.run_op(op, self._bring_up(op, default))
+            else:
+                self.gate.open()
+                self.coordinator.publish(views.shared_snapshot(self))
             return
-        if new not in TRANSITIONS[self.status]:
-            raise InvalidTransition(f"{self.status.value} -> {new.value}")
-        log.info("model status", old=self.status.value, new=new.value, profile=self.current_profile)
-        self.status = new
-        MODEL_UP.set(1 if new is ModelStatus.RUNNING else 0)
+        self.apply_shared(shared)
+        self.machine.abandon()  # the mirror of the last holder's operation is not ours
+        switch = self.machine.switch
+        if switch is not None and switch.finished_at is None:
+            op = self.machine.begin(OpKind.TAKEOVER, {ModelStatus.SWITCHING})
+            if op is not None:
+                log.warning("taking over a switch left unfinished", target=switch.target)
+                self.run_op(op, self._resume_switch(op, switch))
+                return
+        # what runs is adopted; else the default profile starts (else the last one shared)
+        default = self.settings.model_default_profile
+        profile = default if default in self.profiles else self.current_profile
+        if profile and profile in self.profiles:
+            op = self.machine.begin(OpKind.TAKEOVER, ANY)
+            if op is not None:
+                self.run_op(op, self._bring_up(op, profile))
+        else:
+            self.gate.open()
 
-    def _phase(self, phase: SwitchPhase) -> None:
-        if self.switch is not None:
-            self.switch.phase = phase
-            self.switch.phases.append((phase, _now()))
-            log.info("switch phase", target=self.switch.target, phase=phase.value)
+    async def on_lost(self) -> None:
+        """This process no longer holds the lease: stop acting at once."""
+        task, self._task = self._task, None
+        op = self.machine.abandon()
+        if op is not None:
+            # keep the gate closed as the operation left it, until the next holder's state says
+            self.machine.mirror(self.status, self.current_profile, self.switch, op.kind)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # what it started is the next holder's to adopt; forget it here
+        self.active = None
+        log.warning("model manager lease lost; following", operation=op.kind if op else None)
 
+    def apply_shared(self, shared: dict[str, Any]) -> None:
+        """Follow the acting process's state (a follower, or a new holder taking over)."""
+        old_profile = self.current_profile
+        switch = SwitchRecord.from_dict(shared["switch"]) if shared.get("switch") else None
+        op = OpKind(shared["operation"]) if shared.get("operation") else None
+        self.error, self.hint = shared.get("error"), shared.get("hint")
+        self.log_tail = list(shared.get("log_tail") or [])
+        self.history = deque(shared.get("history") or [], maxlen=50)
+        self.restarts = int(shared.get("restarts") or 0)
+        self.upstream_version = shared.get("upstream_version")
+        generation = int(shared.get("profiles_generation") or 0)
+        if generation != self.profiles_generation:
+            self.profiles_generation = generation
+            try:  # the acting process reloaded the profiles: so does this one
+                self.reload_profiles()
+            except InvalidProfiles as exc:
+                log.error(
+                    "profiles reloaded by the acting process not reloaded here", error=str(exc)
+                )
+        profile = shared.get("current_profile")
+        self.machine.mirror(ModelStatus(shared["status"]), profile, switch, op)
+        if profile != old_profile:
+            if profile in self.profiles:
+                # a follower's client follows the acting process's server (a pool's too)
+                self._following = asyncio.get_running_loop().create_task(
+                    self._retarget(self.profiles[profile])
+                )
+            self.upstream.forget_models()
+
+    async def handle_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        """A switch forwarded by another process: answer as the route would."""
+        log.info("switch forwarded by another gateway process", command=command)
+        if not self.acting:  # never forward a forwarded command again
+            return {
+                "status": 503,
+                "code": "manager_unavailable",
+                "message": "the model manager changed hands; try again",
+            }
+        try:
+            if command.get("op") == "reload":
+                await self.reload_everywhere()
+                return {"status": 200}
+            record = await self.request_switch(str(command.get("profile_id")))
+        except AppError as exc:
+            return {
+                "status": exc.status_code,
+                "code": exc.code,
+                "message": exc.message,
+                "extra": exc.extra,
+            }
+        return {"status": 202, "switch": record.to_dict()}
+
+    # --- runtimes -----------------------------------------------------------------------------
     def runtime_kind(self, profile: ModelProfile) -> RuntimeKind:
         if profile.runtime is not None:
             return profile.runtime
@@ -318,61 +408,68 @@ class ModelManager:
             self._hardware, self._hardware_at = hw, time.monotonic()
             return hw
 
-    # --- readiness ------------------------------------------------------------------------------
     async def _sample_gpus(self) -> None:
         # a sample younger than half the interval (an /api/models call just probed) is reused
         await self.hardware_info(max_age_s=self.gpu_sampler.every_s / 2)
 
-    async def _get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
-        return await self.upstream.get_json(url, timeout_s)
+    # --- operations: the common frame -----------------------------------------------------------
+    def run_op(self, op: Operation, steps: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._op_frame(op, steps))
+
+    async def _op_frame(self, op: Operation, steps: Coroutine[Any, Any, None]) -> None:
+        try:
+            await steps
+        except StaleOperation:
+            log.warning("operation stopped: it no longer owns the manager", operation=op.kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave the gate closed or the status stuck
+            log.exception("model manager operation crashed", operation=op.kind)
+            if self.machine.op == op:
+                self.failed(f"internal error ({op.kind.value}): {type(exc).__name__}: {exc}")
+                with contextlib.suppress(InvalidTransition):
+                    self.machine.move(op, ANY, ModelStatus.ERROR)
+        finally:
+            self.upstream.forget_models()
+            self.machine.finish(op)
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def failed(self, error: str) -> None:
+        self.error = error
+        self.hint = hint_for([*self.log_tail, error])
+        log.error("model server failed", error=error, hint=self.hint, log_tail=self.log_tail[-5:])
 
     async def _wait_ready(self, runtime: Runtime, profile: ModelProfile) -> Readiness:
-        """Poll `/health` and `/v1/models` until the profile's model answers, or fail early when
-        the server exits, or at the deadline."""
-        timeout_s = profile.ready_timeout_s or self.settings.model_ready_timeout_s
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            if not await runtime.alive():
-                return Readiness(
-                    False, f"the server stopped while loading: {runtime.exit_detail()}"
-                )
-            for base in self._base_urls(profile):  # a pool serves once one instance answers
-                base = base.rstrip("/")
-                root = base.removesuffix("/v1")
-                if not await self._health_ok(f"{root}/health"):
-                    continue
-                models = await self._get_json(f"{base}/models")
-                ids = [m.get("id") for m in (models or {}).get("data", []) if isinstance(m, dict)]
-                if profile.served_name in ids:
-                    version = await self._get_json(f"{root}/version")
-                    self.upstream_version = (
-                        str(version.get("version")) if isinstance(version, dict) else None
-                    )
-                    return Readiness(True)
-            if loop.time() >= deadline:
-                return Readiness(False, f"the server did not become ready within {timeout_s:g}s")
-            await asyncio.sleep(0.2)
+        ready = await wait_ready(
+            self.upstream,
+            runtime,
+            profile,
+            self._base_urls(profile),
+            profile.ready_timeout_s or self.settings.model_ready_timeout_s,
+        )
+        if ready.ok:
+            self.upstream_version = ready.version
+        return ready
 
-    async def _health_ok(self, url: str) -> bool:
-        return await self.upstream.probe(url)
-
-    async def _launch(self, profile_id: str) -> Readiness:
+    async def _launch(self, op: Operation, profile_id: str) -> Readiness:
         """Start a profile's server and wait until it answers; on failure leave nothing running."""
         profile = self.profiles[profile_id]
         runtime = self._runtime(self.runtime_kind(profile))
-        spec = self._spec(profile_id)
-        self._phase(SwitchPhase.STARTING)
+        self.machine.phase(op, SwitchPhase.STARTING)
         await self._retarget(profile)
+        self.coordinator.check_fence()
         try:
-            await runtime.start(spec)
+            await runtime.start(self._spec(profile_id))
         except LaunchFailed as exc:
             return Readiness(False, str(exc))
+        self.machine.check(op)
         self.active = runtime
-        self._phase(SwitchPhase.LOADING)
+        self.machine.phase(op, SwitchPhase.LOADING)
         if self.status is ModelStatus.STARTING:
-            self._set_status(ModelStatus.LOADING)
+            self.machine.move(op, {ModelStatus.STARTING}, ModelStatus.LOADING)
         ready = await self._wait_ready(runtime, profile)
+        self.machine.check(op)
         if not ready.ok:
             self.log_tail = await runtime.log_tail()
             await runtime.stop(self.settings.model_stop_timeout_s)
@@ -380,55 +477,78 @@ class ModelManager:
             self.active = None
         return ready
 
-    def _failed(self, error: str) -> None:
-        self.error = error
-        self.hint = hint_for([*self.log_tail, error])
-        log.error("model server failed", error=error, hint=self.hint, log_tail=self.log_tail[-5:])
-
-    # --- first start and adoption -------------------------------------------------------------
-    async def _bring_up(self, profile_id: str) -> None:
-        try:
-            await self._adopt_or_start(profile_id)
-        finally:
-            self.upstream.forget_models()
-            self.gate.open()
-            self._task = None
-
-    async def _adopt_or_start(self, profile_id: str) -> None:
-        # a server left running by an earlier gateway (or an admin's last switch) is kept
+    # --- first start, adoption and takeover -----------------------------------------------------
+    async def _adopt(self, op: Operation, wanted: str | None = None) -> str | None:
+        """Adopt a server left running (by an earlier gateway, or the last lease holder); the
+        profile it serves when it answers, else None (and nothing adopted that is dead)."""
         for kind in (RuntimeKind.DOCKER, RuntimeKind.PROCESS):
-            wanted = [p for p in self.profiles.values() if self.runtime_kind(p) is kind]
-            if not wanted:
+            if not any(self.runtime_kind(p) is kind for p in self.profiles.values()):
                 continue
             runtime = self._runtime(kind)
             with contextlib.suppress(Exception):
                 found = await runtime.discover()
-                if found in self.profiles and await runtime.adopt(self._spec(found)):
-                    profile = self.profiles[found]
-                    await self._retarget(profile)
-                    self.active, self.current_profile = runtime, found
-                    self._set_status(ModelStatus.STARTING)
-                    self._set_status(ModelStatus.LOADING)
-                    ready = await self._wait_ready(runtime, profile)
-                    if ready.ok:
-                        self._set_status(ModelStatus.RUNNING)
-                        log.info("adopted the running model server", profile=found)
-                        return
-                    log.warning("adopted server is not healthy, restarting", error=ready.error)
-                    await runtime.stop(self.settings.model_stop_timeout_s)
-                    self.active = None
-                    self._set_status(ModelStatus.ERROR)
-        self.current_profile = profile_id
-        self._set_status(ModelStatus.STARTING)
-        started = time.monotonic()
-        ready = await self._launch(profile_id)
-        if ready.ok:
-            self._set_status(ModelStatus.RUNNING)
+                self.machine.check(op)
+                if found is None or found not in self.profiles:
+                    continue
+                if wanted is not None and found != wanted:
+                    # not the one wanted: take it over only to stop it
+                    if await runtime.adopt(self._spec(found)):
+                        self.coordinator.check_fence()
+                        await runtime.stop(self.settings.model_stop_timeout_s)
+                    continue
+                if not await runtime.adopt(self._spec(found)):
+                    continue
+                profile = self.profiles[found]
+                await self._retarget(profile)
+                self.active = runtime
+                ready = await self._wait_ready(runtime, profile)
+                self.machine.check(op)
+                if ready.ok:
+                    log.info("adopted the running model server", profile=found)
+                    return found
+                log.warning("adopted server is not healthy, restarting", error=ready.error)
+                self.coordinator.check_fence()
+                await runtime.stop(self.settings.model_stop_timeout_s)
+                self.active = None
+        return None
+
+    async def _bring_up(self, op: Operation, profile_id: str) -> None:
+        if self.status is not ModelStatus.STARTING:
+            self.machine.move(op, ANY, ModelStatus.STARTING, current_profile=profile_id)
+        adopted = await self._adopt(op)
+        if adopted is not None:
             self.error = self.hint = None
+            self.machine.move(
+                op, {ModelStatus.STARTING}, ModelStatus.RUNNING, current_profile=adopted
+            )
+            return
+        self.machine.update(op, "starting", current_profile=profile_id)
+        started = time.monotonic()
+        ready = await self._launch(op, profile_id)
+        if ready.ok:
+            self.error = self.hint = None
+            self.machine.move(op, {ModelStatus.LOADING}, ModelStatus.RUNNING)
             log.info("model server ready", profile=profile_id, seconds=time.monotonic() - started)
         else:
-            self._set_status(ModelStatus.ERROR)
-            self._failed(ready.error or "unknown failure")
+            self.failed(ready.error or "unknown failure")
+            self.machine.move(op, ANY, ModelStatus.ERROR)
+
+    async def _resume_switch(self, op: Operation, record: SwitchRecord) -> None:
+        """A new lease holder finishes the switch the last one left: keep the target if it
+        already answers, else carry the switch out again (with its rollback)."""
+        self.machine.update(op, "takeover", switch=record)
+        adopted = await self._adopt(op, wanted=record.target)
+        if adopted == record.target:
+            self.machine.phase(op, SwitchPhase.RUNNING)
+            self.error = self.hint = None
+            self.machine.move(op, ANY, ModelStatus.RUNNING, current_profile=record.target)
+            self._switch_finished(record, "success")
+            return
+        outcome = "failed"
+        try:
+            outcome = await self._switch_steps(op, record)
+        finally:
+            self._switch_finished(record, outcome)
 
     # --- switching ------------------------------------------------------------------------------
     def serving_profile(self, model_id: str) -> ModelProfile | None:
@@ -447,7 +567,8 @@ class ModelManager:
         return profile
 
     async def request_switch(self, profile_id: str) -> SwitchRecord:
-        """Check and begin a switch; it runs in the background. 404 / 409 / 422 here."""
+        """Check and begin a switch; it runs in the background (in the acting process). 404 /
+        409 / 422 here, whichever process is asked."""
         if (reason := self.switching_disabled_reason) is not None:
             raise Conflict(reason, code="switching_disabled")
         profile = self._require_profile(profile_id)
@@ -458,156 +579,150 @@ class ModelManager:
                 f"profile {profile_id!r} cannot run on this hardware: " + "; ".join(compat.reasons),
                 extra={"reasons": compat.reasons, "details": compat.details},
             )
-        async with self._lock:  # compare-and-swap: exactly one switch begins
-            if self._task is not None and not self._task.done():
-                what = "a switch" if self.status is ModelStatus.SWITCHING else "a model start"
+        if not self.acting:
+            answer = await self.coordinator.forward("switch", profile_id)
+            return SwitchRecord.from_dict(answer["switch"])
+        async with self._lock:
+            record = SwitchRecord(target=profile_id, previous=self.current_profile)
+            record.phases.append((SwitchPhase.STOPPING, record.started_at))
+            op = self.machine.begin(
+                OpKind.SWITCH,
+                {ModelStatus.RUNNING, ModelStatus.ERROR, ModelStatus.STOPPED},
+                ModelStatus.SWITCHING,
+                switch=record,
+            )
+            if op is None:
+                busy = self.machine.op
+                what = "a switch" if busy and busy.kind is OpKind.SWITCH else "a model start"
                 target = self.switch.target if self.switch else self.current_profile
                 raise Conflict(
                     f"{what} is already in progress (to {target!r}); wait for it to finish",
                     code="switch_in_progress",
                 )
-            previous = self.current_profile
-            self._set_status(ModelStatus.SWITCHING)
-            self.switch = SwitchRecord(target=profile_id, previous=previous)
-            self.switch.phases.append((SwitchPhase.STOPPING, self.switch.started_at))
-            self.gate.close()
-            self._task = asyncio.get_running_loop().create_task(self._run_switch(self.switch))
-        return self.switch
+            self.run_op(op, self._run_switch(op, record))
+        return record
 
-    async def _run_switch(self, record: SwitchRecord) -> None:
+    async def _run_switch(self, op: Operation, record: SwitchRecord) -> None:
         outcome = "failed"
         try:
-            outcome = await self._switch_steps(record)
-        except asyncio.CancelledError:
+            outcome = await self._switch_steps(op, record)
+        except (StaleOperation, asyncio.CancelledError):
+            outcome = "abandoned"
             raise
-        except Exception as exc:  # a bug must not leave the gate closed or the status stuck
-            log.exception("switch crashed")
-            self._failed(f"internal error during the switch: {type(exc).__name__}: {exc}")
-            self._set_status(ModelStatus.ERROR)
-            record.error = self.error
+        except Exception as exc:
+            record.error = f"internal error during the switch: {type(exc).__name__}: {exc}"
+            raise
         finally:
-            record.finished_at = _now()
-            duration = time.monotonic() - record.started_mono
-            MODEL_SWITCHES.labels(outcome).inc()
-            MODEL_SWITCH_DURATION.observe(duration)
-            self.history.appendleft(
-                {
-                    "from_profile": record.previous,
-                    "to_profile": record.target,
-                    "started_at": _iso(record.started_at),
-                    "finished_at": _iso(record.finished_at),
-                    "duration_s": round(duration, 3),
-                    "drain_s": round(record.waited_drain_s, 3),
-                    "outcome": outcome,
-                    "error": record.error,
-                }
-            )
-            log.info(
-                "model switch finished",
-                target=record.target,
-                previous=record.previous,
-                outcome=outcome,
-                duration_s=round(duration, 3),
-                error=record.error,
-            )
-            self.upstream.forget_models()
-            self.gate.open()
-            self._task = None
+            if outcome != "abandoned":
+                self._switch_finished(record, outcome)
 
-    async def _switch_steps(self, record: SwitchRecord) -> str:
+    def _switch_finished(self, record: SwitchRecord, outcome: str) -> None:
+        record.finished_at = now()
+        duration = time.monotonic() - record.started_mono
+        MODEL_SWITCHES.labels(outcome).inc()
+        MODEL_SWITCH_DURATION.observe(duration)
+        self.history.appendleft(
+            {
+                "from_profile": record.previous,
+                "to_profile": record.target,
+                "started_at": iso(record.started_at),
+                "finished_at": iso(record.finished_at),
+                "duration_s": round(duration, 3),
+                "drain_s": round(record.waited_drain_s, 3),
+                "outcome": outcome,
+                "error": record.error,
+            }
+        )
+        log.info(
+            "model switch finished",
+            target=record.target,
+            previous=record.previous,
+            outcome=outcome,
+            duration_s=round(duration, 3),
+            error=record.error,
+        )
+
+    async def _drained(self, record: SwitchRecord, timeout_s: float) -> bool:
+        """Wait until no answer is running, in this process and in the others (each of which
+        must first say that its gate is closed for this switch)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if not await self.gate.drained(timeout_s):
+            return False
+        key = iso(record.started_at) or ""
+        while await self.coordinator.remote_pending(key) > 0:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _switch_steps(self, op: Operation, record: SwitchRecord) -> str:
         started = time.monotonic()
-        drained = await self.gate.drained(self.settings.model_stop_timeout_s)
+        drained = await self._drained(record, self.settings.model_stop_timeout_s)
+        self.machine.check(op)
         record.waited_drain_s = time.monotonic() - started
         if not drained:
-            log.warning(
-                "answers still running at the switch; they will be cut", n=self.gate.in_flight
-            )
+            log.warning("answers still running at the switch; they will be cut")
         old, self.active = self.active, None  # the supervisor must not restart what we stop
         if old is not None:
+            self.coordinator.check_fence()
             await old.stop(self.settings.model_stop_timeout_s)
             await self.upstream.renew_pool()
         self.log_tail = []
-        ready = await self._launch(record.target)
+        ready = await self._launch(op, record.target)
         if ready.ok:
-            self.current_profile = record.target
             self.error = self.hint = None
-            self._phase(SwitchPhase.RUNNING)
-            self._set_status(ModelStatus.RUNNING)
+            self.machine.phase(op, SwitchPhase.RUNNING)
+            self.machine.move(
+                op, {ModelStatus.SWITCHING}, ModelStatus.RUNNING, current_profile=record.target
+            )
             return "success"
         error = f"switch to {record.target!r} failed: {ready.error}"
-        self._failed(error)
+        self.failed(error)
         record.error = error
         previous = record.previous
         if previous is not None and previous != record.target and previous in self.profiles:
-            self._phase(SwitchPhase.ROLLING_BACK)
+            self.machine.phase(op, SwitchPhase.ROLLING_BACK)
             tail, hint = self.log_tail, self.hint
-            back = await self._launch(previous)
+            back = await self._launch(op, previous)
             self.log_tail, self.hint = tail, hint  # keep the failed server's log, not ours
             if back.ok:
-                self.current_profile = previous
                 self.error = f"{error}; rolled back to {previous!r}"
                 record.error = self.error
-                self._phase(SwitchPhase.FAILED)
-                self._set_status(ModelStatus.RUNNING)
+                self.machine.phase(op, SwitchPhase.FAILED)
+                self.machine.move(
+                    op, {ModelStatus.SWITCHING}, ModelStatus.RUNNING, current_profile=previous
+                )
                 return "rolled_back"
             self.error = f"{error}; rollback to {previous!r} failed too: {back.error}"
             record.error = self.error
-        self.current_profile = None
-        self._phase(SwitchPhase.FAILED)
-        self._set_status(ModelStatus.ERROR)
+        self.machine.phase(op, SwitchPhase.FAILED)
+        self.machine.move(op, {ModelStatus.SWITCHING}, ModelStatus.ERROR, current_profile=None)
         return "failed"
 
-    # --- supervision ----------------------------------------------------------------------------
-    async def _supervise(self) -> None:
-        """Restart a server that exits on its own (seed 002 §7.7: exit 1, NCCL), with backoff."""
-        failures = 0
-        while True:
-            await asyncio.sleep(1.0)
-            runtime = self.active
-            if runtime is None or self._task is not None or self.status is not ModelStatus.RUNNING:
-                continue
-            if await runtime.alive() or runtime is not self.active or self._task is not None:
-                failures = 0
-                continue
-            profile_id = self.current_profile
-            if profile_id is None or profile_id not in self.profiles:
-                continue
-            detail = runtime.exit_detail() or "exited"
+    # --- restarts (supervision.py decides) --------------------------------------------------------
+    async def restart_steps(
+        self, op: Operation, profile_id: str, detail: str, *, delay_s: float
+    ) -> None:
+        runtime = self.active
+        if runtime is not None:
             self.log_tail = await runtime.log_tail()
-            self.restarts += 1
-            failures += 1
-            MODEL_SERVER_RESTARTS.inc()
-            log.error("model server exited unexpectedly", profile=profile_id, detail=detail)
-            if failures > self.settings.model_restart_max:
-                self._failed(f"the model server keeps exiting ({detail}); not restarting")
-                self.active = None
-                self._set_status(ModelStatus.ERROR)
-                continue
-            self.gate.close()
-            self._task = asyncio.get_running_loop().create_task(
-                self._restart(profile_id, detail, delay_s=min(30.0, 2.0 ** (failures - 1)))
-            )
-
-    async def _restart(self, profile_id: str, detail: str, *, delay_s: float) -> None:
-        try:
-            self._set_status(ModelStatus.STARTING)
-            self.error = f"the model server exited ({detail}); restarting"
-            await asyncio.sleep(delay_s)
-            with contextlib.suppress(Exception):
-                if self.active is not None:
-                    await self.active.stop(self.settings.model_stop_timeout_s)
-            await self.upstream.renew_pool()
-            ready = await self._launch(profile_id)
-            if ready.ok:
-                self._set_status(ModelStatus.RUNNING)
-                self.error = None
-            else:
-                self._set_status(ModelStatus.ERROR)
-                self._failed(ready.error or "restart failed")
-        finally:
-            self.upstream.forget_models()
-            self.gate.open()
-            self._task = None
+        self.error = f"the model server exited ({detail}); restarting"
+        self.machine.update(op, "restarting")
+        await asyncio.sleep(delay_s)
+        self.machine.check(op)
+        with contextlib.suppress(Exception):
+            if self.active is not None:
+                self.coordinator.check_fence()
+                await self.active.stop(self.settings.model_stop_timeout_s)
+        await self.upstream.renew_pool()
+        ready = await self._launch(op, profile_id)
+        if ready.ok:
+            self.error = None
+            self.machine.move(op, {ModelStatus.LOADING, ModelStatus.STARTING}, ModelStatus.RUNNING)
+        else:
+            self.failed(ready.error or "restart failed")
+            self.machine.move(op, ANY, ModelStatus.ERROR)
 
     # --- profiles -----------------------------------------------------------------------------
     def reload_profiles(self) -> dict[str, ModelProfile]:
@@ -624,62 +739,22 @@ class ModelManager:
         log.info("model profiles reloaded", count=len(profiles))
         return profiles
 
+    async def reload_everywhere(self) -> dict[str, ModelProfile]:
+        """Reload here (refused with the reason, as before), then in every gateway process: the
+        acting one counts a new generation in its shared state and the others reload on it."""
+        profiles = self.reload_profiles()
+        if self.acting:
+            self.profiles_generation += 1
+            self.coordinator.publish(views.shared_snapshot(self))
+        else:
+            await self.coordinator.forward("reload")
+        return profiles
+
     async def profile_views(self) -> dict[str, dict[str, Any]]:
-        hw = await self.hardware_info()
-        views = {}
-        for pid, profile in self.profiles.items():
-            view = profile_view(pid, profile)
-            view["runtime"] = self.runtime_kind(profile).value
-            compat = check_compatibility(profile, hw)
-            view["compatible"] = compat.compatible
-            view["incompatible_reasons"] = compat.reasons
-            view["incompatible_details"] = compat.details
-            views[pid] = view
-        return views
+        return await views.profile_views(self)
 
     async def recommendations(self) -> dict[str, Any]:
-        return recommend(self.profiles, await self.hardware_info())
+        return await views.recommendations(self)
 
-    # --- status -----------------------------------------------------------------------------------
     async def status_view(self) -> dict[str, Any]:
-        hw = await self.hardware_info()
-        status, error = self.status.value, self.error
-        served: str | None = None
-        if (
-            self.current_profile is None
-            and self._task is None
-            and not self.settings.model_default_profile
-        ):
-            # no managed profile: report the plain VLLM_BASE_URL server as it is
-            try:
-                models = await self.upstream.models()
-                served, status = models[0].id, ModelStatus.RUNNING.value
-            except AppError as exc:
-                status, error = ModelStatus.STOPPED.value, exc.message
-        elif self.status is ModelStatus.RUNNING and self.current_profile in self.profiles:
-            served = self.profiles[self.current_profile].served_name
-        runtime = (
-            self.runtime_kind(self.profiles[self.current_profile]).value
-            if self.current_profile in self.profiles
-            else None
-        )
-        return {
-            "current_profile": self.current_profile,
-            "status": status,
-            "runtime": runtime,
-            "switching_enabled": self.switching_disabled_reason is None,
-            "served_model": served,
-            "upstream_version": self.upstream_version,
-            "available_profiles": await self.profile_views(),
-            "hardware_info": hw.to_dict(),
-            "switch": self.switch.to_dict() if self.switch else None,
-            "error": error,
-            "hint": self.hint,
-            "log_tail": self.log_tail,
-            "history": list(self.history),
-            "restarts": self.restarts,
-            "profiles_error": self.profiles_error,
-            "in_flight": self.gate.in_flight,
-            "instances": self.upstream.pool.view() if self.upstream.pool is not None else None,
-            "instance_retries": self.upstream.pool.retries if self.upstream.pool else None,
-        }
+        return await views.status_view(self)

@@ -79,7 +79,7 @@ async def switch_model(body: SwitchRequest, _: AdminPrincipal, fleet: FleetDep) 
 
 @router.post("/reload")
 async def reload_profiles(_: AdminPrincipal, fleet: FleetDep) -> dict[str, Any]:
-    profiles = fleet.reload_profiles()  # every member's
+    profiles = await fleet.reload_profiles()  # every member's, in every gateway process
     return {
         "success": True,
         "profiles": {pid: profile_view(pid, p) for pid, p in profiles.items()},

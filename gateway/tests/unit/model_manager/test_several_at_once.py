@@ -16,6 +16,7 @@ from app.model_manager.fleet import Fleet, fit_beside, slot_settings
 from app.model_manager.hardware import HardwareInfo, parse_nvidia_smi_csv
 from app.model_manager.manager import ModelManager
 from app.model_manager.profiles import ModelProfile, load_profiles
+from app.model_manager.state import ModelStatus
 from app.services.upstream import UpstreamClient
 from tests.conftest import make_settings, wait_until
 
@@ -79,7 +80,7 @@ def fleet(tmp_path: Path) -> Fleet:
     }
     for slot, current in zip(made.slots, ("chat", "coder"), strict=True):
         slot.profiles = profiles
-        slot.current_profile = current
+        slot.machine.mirror(ModelStatus.RUNNING, current, None, None)  # serving it
         slot._hardware, slot._hardware_at = TWO_3090, time.monotonic() + 3600
     return made
 
