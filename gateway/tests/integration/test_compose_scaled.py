@@ -27,8 +27,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import re
 import secrets
 import ssl
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,39 @@ services:
   docker-proxy:
     image: {stack_image}
 """  # noqa: E501 - YAML lines as compose reads them
+
+
+def test_nothing_pins_the_gateway_to_one_container(tmp_path: Path) -> None:
+    """What `--scale gateway=N` needs of the files, checked without an engine: no fixed name,
+    address or host port on the gateway; nginx and Prometheus find it by name at run time."""
+    env = {"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent", "HOME": str(tmp_path)}
+    base = json.loads(compose("config", "--format", "json", env=env).stdout)
+    gateway = base["services"]["gateway"]
+    assert gateway["deploy"]["replicas"] == 1  # GATEWAY_REPLICAS unset
+    assert "container_name" not in gateway and not gateway.get("ports"), gateway
+    assert not any((n or {}).get("ipv4_address") for n in (gateway.get("networks") or {}).values())
+    scaled = json.loads(
+        compose("config", "--format", "json", env=env | {"GATEWAY_REPLICAS": "3"}).stdout
+    )
+    assert scaled["services"]["gateway"]["deploy"]["replicas"] == 3
+    assert base["services"]["nginx"]["environment"]["NGINX_GATEWAY"] == "gateway:8080"
+    # the rendered nginx config: a resolver and a variable in proxy_pass (resolved per request,
+    # not once at start), no upstream{} block named after the service (it would win)
+    rendered = subprocess.run(
+        [str(REPO_DIR / "nginx" / "render-config.sh")],
+        env=env | {"NGINX_GATEWAY": "gateway:8080"},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "resolver 127.0.0.11 valid=5s ipv6=off;" in rendered
+    assert "set $gateway_upstream gateway:8080;" in rendered
+    assert not re.search(r"^\s*upstream\s", rendered, re.MULTILINE)
+    proxy = (REPO_DIR / "nginx" / "proxy-gateway.conf").read_text()
+    assert "proxy_pass http://$gateway_upstream;" in proxy
+    prometheus = yaml.safe_load((REPO_DIR / "monitoring/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "gateway")
+    assert job["dns_sd_configs"] == [
+        {"names": ["gateway"], "type": "A", "port": 8080, "refresh_interval": "15s"}
+    ]
 
 
 def free_subnet() -> ipaddress.IPv4Network:
@@ -375,31 +411,70 @@ def test_compose_gateway_scaled_to_three_behind_nginx(
                 r = nginx.post("/v1/chat/completions", json=chat, headers=admin)
                 assert r.status_code == 200 and r.json()["model"] == model, r.text
 
-            # (4) a replica restarts (a new process, maybe a new address): nginx keeps
-            # answering and sends it requests again
+            # (4) a replica restarts (a new process, maybe a new address), then one more is
+            # added: status requests through nginx all the while get 200 (nginx goes on to
+            # the next address when one refuses or is gone), and each new process gets
+            # requests without nginx being reloaded (it resolves the name at run time)
             leader = status_of(bases[0], admin)["manager"]["leader"]
             victim = next(h for h in gws if not leader.startswith(f"{h}-"))
-            engine.docker("restart", "-t", "10", victim, timeout=120)
-            after = until(
-                "the restarted replica running",
-                lambda: (g := replicas(engine, project)) and len(g) == REPLICAS and g,
-            )
-            until(
-                "the restarted replica live",
-                lambda: (
-                    httpx.get(f"http://{after[victim]}:8080/health/live", timeout=2).status_code
-                    == 200
-                ),
-            )
-            codes: list[int] = []
+            before = status_of(direct[victim], admin)["manager"]["node"]
+            codes: list[int | str] = []
+            stop = threading.Event()
 
-            def restarted_seen() -> bool:
-                r = nginx.get("/api/models/status", headers=admin)
-                codes.append(r.status_code)
-                return r.status_code == 200 and r.json()["manager"]["node"].startswith(f"{victim}-")
+            def traffic() -> None:
+                with httpx.Client(base_url=https, verify=ctx, timeout=30) as client:
+                    while not stop.is_set():
+                        try:
+                            codes.append(
+                                client.get("/api/models/status", headers=admin).status_code
+                            )
+                        except httpx.TransportError as exc:
+                            codes.append(repr(exc))
 
-            until("the restarted replica answering through nginx", restarted_seen, timeout=60)
-            assert set(codes) == {200}, codes
+            worker = threading.Thread(target=traffic)
+            worker.start()
+            try:
+                engine.docker("restart", "-t", "10", victim, timeout=120)
+                after = until(
+                    "the restarted replica running",
+                    lambda: (g := replicas(engine, project)) and len(g) == REPLICAS and g,
+                )
+                print("restarted replica's address:", gws[victim], "->", after[victim])
+
+                def seen_through_nginx(host: str, not_node: str = "") -> bool:
+                    node = str(
+                        nginx.get("/api/models/status", headers=admin).json()["manager"]["node"]
+                    )
+                    return node.startswith(f"{host}-") and node != not_node
+
+                until(
+                    "the restarted replica answering through nginx",
+                    lambda: seen_through_nginx(victim, before),
+                    timeout=90,
+                    every=0.05,
+                )
+                scaled = compose(
+                    "up", "-d", "--no-build", "--no-recreate", "--scale",
+                    f"gateway={REPLICAS + 1}", "gateway", env=env, files=files, timeout=300,
+                )  # fmt: skip
+                assert scaled.returncode == 0, scaled.stdout[-4000:] + scaled.stderr[-4000:]
+                grown = until(
+                    "a fourth replica running",
+                    lambda: (g := replicas(engine, project)) and len(g) == REPLICAS + 1 and g,
+                )
+                (added,) = set(grown) - set(after)
+                until(
+                    "the added replica answering through nginx",
+                    lambda: seen_through_nginx(added),
+                    timeout=90,
+                    every=0.05,
+                )
+            finally:
+                stop.set()
+                worker.join(timeout=60)
+            split = {code: codes.count(code) for code in set(codes)}
+            print("status through nginx during the restart and the scale-up:", split)
+            assert set(codes) == {200} and len(codes) > 20, split
     except BaseException:
         logs = compose("logs", "--no-color", "--tail", "80", env=env, files=files)
         print(logs.stdout[-16000:], logs.stderr[-2000:])
