@@ -242,9 +242,8 @@ def replicas(engine: DockerEngine, project: str) -> dict[str, str]:
 
 def vllm_events(engine: DockerEngine, container: str, since: str) -> list[str]:
     """create/start/die/destroy events of the model-server container since `since`."""
-    until_ = engine.docker("info", "--format", "{{json .SystemTime}}").stdout.strip().strip('"')
     out = engine.docker(
-        "events", "--since", since, "--until", until_,
+        "events", "--since", since, "--until", engine_now(engine),
         "--filter", "type=container", "--filter", f"container={container}",
         "--format", "{{.Action}}",
     ).stdout.split()  # fmt: skip
