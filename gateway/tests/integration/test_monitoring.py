@@ -204,6 +204,7 @@ class Prometheus:
         config["rule_files"] = [str(RULES / "*.yml")]
         targets = {"gateway": gateway, "vllm": vllm}
         for job in config["scrape_configs"]:
+            job.pop("dns_sd_configs", None)  # compose's service discovery: no Docker DNS here
             job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
