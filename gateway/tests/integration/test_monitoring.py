@@ -420,17 +420,27 @@ async def test_prometheus_scrapes_gateway_and_vllm_and_every_panel_has_data(
                         raise AssertionError(f"never above 0 in Prometheus: {expr}") from None
                 # MONITORING_LOAD_S: keep the load running longer (for a fuller dashboard picture)
                 await asyncio.sleep(float(os.environ.get("MONITORING_LOAD_S", "0")))
+
+                # every panel has data while the load still runs (a loaded machine scrapes late:
+                # a rate over the last minute needs two scrapes of a moving counter)
+                queries = dashboard_queries()
+                assert len(queries) >= 20
+                empty: list[str] = []
+
+                async def all_panels_have_data() -> bool:
+                    empty.clear()
+                    for title, expr in queries:
+                        if not finite_values(await prom.query(http, expr)):
+                            empty.append(f"{title}: {expr}")
+                    return not empty
+
+                try:
+                    await wait_until(all_panels_have_data, timeout=90, interval=1.0)
+                except AssertionError:
+                    raise AssertionError("panels without data:\n" + "\n".join(empty)) from None
             finally:
                 stop.set()
                 await load
-
-            queries = dashboard_queries()
-            assert len(queries) >= 20
-            empty = []
-            for title, expr in queries:
-                if not finite_values(await prom.query(http, expr)):
-                    empty.append(f"{title}: {expr}")
-            assert not empty, "panels without data:\n" + "\n".join(empty)
 
             # the alert rules load and evaluate in the server too
             r = await http.get(f"{prom.url}/api/v1/rules")
