@@ -32,12 +32,14 @@ _PATTERNS = [
 
 
 # Cheap substring checks first: most values (paths, ids, numbers) contain none of these, and
-# skipping the regexes for them keeps the per-request log line cheap.
+# skipping the regexes for them keeps the per-request log line cheap. One search for all of
+# them (in C), not a generator over the list: this runs for every string of every log line.
 _MARKERS = ("@", "sk-", "eyJ", "earer", "ASS", "ass", "ecret", "ECRET")
+_ANY_MARKER = re.compile("|".join(re.escape(marker) for marker in _MARKERS))
 
 
 def mask_text(text: str) -> str:
-    if not any(marker in text for marker in _MARKERS):
+    if _ANY_MARKER.search(text) is None:
         return text
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
