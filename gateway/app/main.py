@@ -297,8 +297,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(frontend.build_router(settings.ui_dist_dir))  # last: a catch-all
     # the relay endpoints first: the router tries routes in order and these are the hot path
-    app.router.routes[0:0] = chat.relay_routes()
-    app.plain_asgi_paths = frozenset(chat.RELAY_PATHS)
+    relays = chat.relay_routes()
+    app.router.routes[0:0] = relays
+    app.relay_routes = {route.path: route for route in relays}
     install_openapi(app)
     app.state.tracer_provider = setup_tracing(app, settings)
     return app

@@ -10,25 +10,44 @@ the stack as usual and its body messages straight to the server (`body_send`).
 Keep it true: a middleware that changes or counts body messages (compression, say) must not be
 added without dropping this shortcut.
 
-The second: FastAPI opens an AsyncExitStack per request (to close uploaded files after a FastAPI
-route); the relay paths (`plain_asgi_paths`), plain ASGI endpoints with nothing to close, skip it.
+The second: the relay routes (`relay_routes`: plain ASGI endpoints, no FastAPI dependencies, no
+uploaded files) are dispatched by one layer (`_RelayDispatch`) in place of the three that sit
+under the user middlewares for every other route: Starlette's ExceptionMiddleware, FastAPI's
+AsyncExitStackMiddleware (it closes uploaded files; they have none) and the router's walk. That
+layer does what those three do for these paths, in one frame: it sets what the router sets in
+the scope (`router`, `route`, `endpoint`, `path_params`, the exception handlers, the telemetry
+route) and turns an exception into a response with the same handlers Starlette's
+ExceptionMiddleware looks up, the same way (`_handle`). Issue 14's "the routes cost no more than
+the middleware did" is measured with `benchmarks.hot_path --also`.
+
+Another path, another scope type, or a scope with a `root_path` (the router strips it before
+matching) goes down the full stack as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.telemetry._api import _route_selected  # names the request's span after its route
+from starlette._exception_handler import _lookup_exception_handler
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RAW_SEND = "gateway.raw_send"
+_TELEMETRY = "fastapi.telemetry"
 
 
 class GatewayApp(FastAPI):
-    # paths whose endpoints are plain ASGI (no FastAPI dependencies, no uploaded files): they
-    # skip FastAPI's per-request AsyncExitStack (set by create_app)
-    plain_asgi_paths: Collection[str] = frozenset()
+    # the plain ASGI relay routes, by path (set by create_app; they stay in app.router.routes,
+    # where /openapi.json, url_for and a root_path-prefixed request find them)
+    relay_routes: Mapping[str, Route] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -37,33 +56,82 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
-        if not self.plain_asgi_paths:
+        if not self.relay_routes:
             return app
         parent: ASGIApp | None = None
         node: ASGIApp | None = app
-        while node is not None and not isinstance(node, AsyncExitStackMiddleware):
+        while node is not None and not isinstance(node, ExceptionMiddleware):
             parent, node = node, getattr(node, "app", None)
         if node is not None and parent is not None:
-            parent.app = _ExitStackUnless(node, frozenset(self.plain_asgi_paths))  # type: ignore[attr-defined]
+            dispatch = _RelayDispatch(node, dict(self.relay_routes), self.router)
+            parent.app = dispatch  # type: ignore[attr-defined]
         return app
 
 
-class _ExitStackUnless:
-    """FastAPI's AsyncExitStackMiddleware (it closes uploaded files after a FastAPI route),
-    skipped for the plain ASGI endpoints' paths: an exit stack per request is a measurable cost
-    on the hot path and they have nothing to close. Another path (or a root_path prefix) gets
-    the stack as before."""
+class _RelayDispatch:
+    """In place of Starlette's ExceptionMiddleware: a relay route's request goes to its endpoint
+    from here, with that middleware's exception handling; any other request goes on to the
+    ExceptionMiddleware (then FastAPI's exit stack and the router) as before."""
 
-    def __init__(self, stacked: AsyncExitStackMiddleware, paths: frozenset[str]) -> None:
+    def __init__(
+        self, stacked: ExceptionMiddleware, routes: dict[str, Route], router: ASGIApp
+    ) -> None:
         self.stacked = stacked
-        self.bare = stacked.app
-        self.paths = paths
+        self.routes = routes
+        self.router = router
+        # the very dicts the ExceptionMiddleware looks up (a handler added later is seen too)
+        self.handlers = (stacked._exception_handlers, stacked._status_handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            await self.bare(scope, receive, send)
-        else:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope.get("root_path"):
             await self.stacked(scope, receive, send)
+            return
+        # what ExceptionMiddleware, the router and the route put in the scope
+        scope["starlette.exception_handlers"] = self.handlers
+        if "router" not in scope:
+            scope["router"] = self.router
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        if scope.get(_TELEMETRY) is not None:
+            _route_selected(scope=scope, path=route.path_format)
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await route.app(scope, receive, sender)
+        except Exception as exc:
+            await self._handle(exc, started, scope, receive, sender)
+
+    async def _handle(
+        self, exc: Exception, started: bool, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Starlette's `wrap_app_handling_exceptions`, for an exception the endpoint raised."""
+        exception_handlers, status_handlers = self.handlers
+        handler: Any = None
+        if isinstance(exc, HTTPException):
+            handler = status_handlers.get(exc.status_code)
+        if handler is None:
+            handler = _lookup_exception_handler(exception_handlers, exc)
+        if handler is None:
+            raise exc
+        if started:
+            raise RuntimeError("Caught handled exception, but response already started.") from exc
+        request = Request(scope, receive, send)
+        if is_async_callable(handler):
+            response = await handler(request, exc)
+        else:
+            response = await run_in_threadpool(handler, request, exc)
+        if response is not None:
+            await response(scope, receive, send)
+        # reused exception instances accumulate tracebacks across requests (as Starlette does)
+        exc.__traceback__ = None
 
 
 def body_send(scope: Scope, send: Send) -> Send:

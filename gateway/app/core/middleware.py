@@ -34,6 +34,7 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/health", "/metrics"})
 # paths served outside the router (no route template in the scope)
 _FIXED_ROUTES = frozenset({"/api/chat", "/v1/chat/completions"})
+_SERIES_CACHE_MAX = 1024  # methods are the client's: past this, series are looked up each time
 
 
 def log_fields(request: Request) -> dict[str, Any]:
@@ -59,6 +60,9 @@ class RequestContextMiddleware:
         # a random per-process prefix and a counter: unique, 32 hex characters, no syscall
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count(1)
+        # the metric children by (route template, method, status): `labels()` takes a lock and
+        # builds its key on every call; the hot path asks for the same few series each time
+        self._series: dict[tuple[str, str, Any], tuple[Any, Any]] = {}
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -109,8 +113,17 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or (
                 path if path in _FIXED_ROUTES else "unmatched"
             )
-            HTTP_REQUESTS.labels(template, scope["method"], str(final_status)).inc()
-            HTTP_DURATION.labels(template).observe(elapsed)
+            key = (template, scope["method"], final_status)
+            series = self._series.get(key)
+            if series is None:
+                series = (
+                    HTTP_REQUESTS.labels(template, scope["method"], str(final_status)),
+                    HTTP_DURATION.labels(template),
+                )
+                if len(self._series) < _SERIES_CACHE_MAX:
+                    self._series[key] = series
+            series[0].inc()
+            series[1].observe(elapsed)
             line = {
                 "logger": "gateway.access",
                 "method": scope["method"],

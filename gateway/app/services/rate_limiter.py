@@ -121,7 +121,7 @@ class RateLimiter:
         )
 
     def _keys(self, user_id: int) -> list[str]:
-        day = datetime.now(UTC).strftime("%Y%m%d")
+        day = _utc_day()
         return [
             f"{self.prefix}:rpm:{user_id}",
             f"{self.prefix}:streams:{user_id}",
@@ -262,6 +262,18 @@ class RateLimiter:
             raise RateLimiterUnavailable(
                 "the rate limiter is unavailable, try again shortly", headers={"Retry-After": "5"}
             ) from exc
+
+
+_day_cache: tuple[int, str] = (-1, "")
+
+
+def _utc_day() -> str:
+    """Today (UTC) as YYYYMMDD; formatted once a day, not on each of a request's three calls."""
+    global _day_cache
+    day = int(time.time() // 86400)
+    if day != _day_cache[0]:
+        _day_cache = (day, datetime.fromtimestamp(day * 86400, UTC).strftime("%Y%m%d"))
+    return _day_cache[1]
 
 
 def _seconds_to_midnight() -> int:

@@ -146,9 +146,17 @@ def split_events(data: bytes) -> tuple[list[bytes], bytes]:
     end = data.rfind(b"\n\n")
     if end < 0:
         return [], data
-    blocks = data[:end].split(b"\n\n")
-    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
-        # what vLLM sends: one `data: ` line per event
+    head = data[:end]
+    blocks = head.split(b"\n\n")
+    # what vLLM sends: one `data: ` line per event. Checked without a loop (this runs for every
+    # read of every stream): every newline belongs to a separator (so no block holds one), the
+    # first block and every one after a separator start with `data: `.
+    seps = len(blocks) - 1
+    if (
+        head.startswith(b"data: ")
+        and head.count(b"\n") == 2 * seps
+        and head.count(b"\n\ndata: ") == seps
+    ):
         return [block[6:] for block in blocks], data[end + 2 :]
     payloads = []
     for block in blocks:

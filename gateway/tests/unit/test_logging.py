@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from app.core.logging import configure_logging, mask_text
+from app.core.logging import configure_logging, mask_secrets, mask_text
 
 
 def test_mask_text_patterns() -> None:
@@ -59,3 +59,30 @@ def test_structured_fields_are_masked(capsys: pytest.CaptureFixture[str]) -> Non
     assert first["event"] == "login attempt" and first["output_tokens"] == 42
     assert first["headers"]["x-other"] == "fine"
     assert first["password"] == "***"
+
+
+def test_masking_is_the_same_once_a_key_is_known() -> None:
+    """`mask_secrets` classifies a key once, then takes a short path for plain keys: the second
+    line with the same keys is masked exactly as the first."""
+
+    def line() -> dict[str, object]:
+        return {
+            "path": "/api/x?mail=jane@example.com",
+            "detail": "Authorization: Bearer abc.def",
+            "plain": "/v1/chat/completions",
+            "count": 3,
+            "ratio": 0.5,
+            "flag": True,
+            "nothing": None,
+            "token": "t0ken",
+            "nested": {"password": "hunter2", "fine": "ok"},
+            "items": ["sk-0123456789abcdef", 1],
+        }
+
+    first = mask_secrets(None, "info", line())
+    second = mask_secrets(None, "info", line())
+    assert first == second
+    assert first["path"] == "/api/x?mail=***@***" and first["plain"] == "/v1/chat/completions"
+    assert first["detail"] == "Authorization: Bearer ***" and first["token"] == "***"
+    assert first["nested"] == {"password": "***", "fine": "ok"}
+    assert first["items"] == ["sk-***", 1] and first["count"] == 3 and first["nothing"] is None

@@ -3,13 +3,14 @@ relay's coalescing of content deltas (issue 14 item 6)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
 import pytest
 
 from app.services.chat_request import ChatRequest
-from app.services.chat_stream import DONE_EVENT, ChatRelay
+from app.services.chat_stream import DONE_EVENT, ChatRelay, _carries_token
 from app.services.upstream import (
     Endpoint,
     error_fields,
@@ -21,6 +22,59 @@ from app.services.upstream import (
 
 def _event(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _split_events_reference(data: bytes) -> tuple[list[bytes], bytes]:
+    """The plain algorithm `split_events` shortcuts for vLLM's framing (issue 14's perf2)."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return [], data
+    blocks = data[:end].split(b"\n\n")
+    if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
+        return [block[6:] for block in blocks], data[end + 2 :]
+    payloads = []
+    for block in blocks:
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                payloads.append(line[5:].lstrip(b" "))
+    return payloads, data[end + 2 :]
+
+
+def test_split_events_shortcut_equals_the_plain_algorithm_on_random_framing() -> None:
+    pieces = [
+        b"data: ",
+        b"data:",
+        b"\n",
+        b"\n\n",
+        b"\r\n",
+        b": ping",
+        b"event: x",
+        b"{}",
+        b"a",
+        b" ",
+    ]
+    rng = random.Random(14)
+    for _ in range(20_000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert split_events(data) == _split_events_reference(data), data
+
+
+def test_carries_token_is_any_non_empty_text_field() -> None:
+    keys = (b'"content":"', b'"text":"', b'"reasoning":"', b'"reasoning_content":"')
+
+    def reference(payload: bytes) -> bool:
+        return any(key in payload and key + b'"' not in payload for key in keys)
+
+    parts = [*keys, b'"', b"x", b",", b"{", b"}", b"null"]
+    rng = random.Random(17)
+    for _ in range(20_000):
+        payload = b"".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
+        assert _carries_token(payload) == reference(payload), payload
+    assert _carries_token(b'{"choices":[{"delta":{"content":"hi"}}]}')
+    assert not _carries_token(b'{"choices":[{"delta":{"content":""}}]}')
+    assert _carries_token(b'{"choices":[{"delta":{"reasoning_content":"hm"}}]}')
 
 
 class TestSplitEvents:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import CurrentPrincipal, get_principal
@@ -111,10 +111,12 @@ RELAY_PATHS: dict[str, type[_Relay]] = {
 }
 
 
-def relay_routes() -> list[BaseRoute]:
+def relay_routes() -> list[Route]:
     return [
         # an instance, not the class: Starlette then calls it as a plain ASGI app (no
-        # per-request endpoint object); it answers other methods itself
+        # per-request endpoint object); it answers other methods itself. The app dispatches
+        # these paths itself (`app.core.asgi`); they stay in the router for a root_path
+        # request, url_for and the OpenAPI document.
         Route(path, endpoint(), include_in_schema=False)
         for path, endpoint in RELAY_PATHS.items()
     ]
