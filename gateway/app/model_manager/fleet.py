@@ -234,11 +234,12 @@ class Fleet:
         except ProfilesInvalid as exc:
             raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
         for slot in self.slots[1:]:
-            if slot.current_profile is not None and slot.current_profile not in profiles:
-                raise InvalidProfiles(
-                    f"profiles not reloaded: the running profile {slot.current_profile!r} is "
-                    "missing from the file (switch away from it first)"
-                )
+            for held in _held(slot):  # what it serves, and what a switch of it is starting
+                if held not in profiles:
+                    raise InvalidProfiles(
+                        f"profiles not reloaded: the profile {held!r} a member serves or is "
+                        "starting is missing from the file (switch away from it first)"
+                    )
         reloaded = await self.primary.reload_everywhere()
         for slot in self.slots[1:]:
             slot.reload_profiles()

@@ -768,6 +768,12 @@ class ModelManager:
                 f"profiles not reloaded: the running profile {self.current_profile!r} is missing "
                 "from the file (switch away from it first)"
             )
+        switch = self.switch
+        if switch is not None and switch.finished_at is None and switch.target not in profiles:
+            raise InvalidProfiles(
+                f"profiles not reloaded: the profile {switch.target!r} a switch is starting is "
+                "missing from the file (reload once the switch has ended)"
+            )
         self.profiles, self.profiles_error = profiles, None
         log.info("model profiles reloaded", count=len(profiles))
         return profiles

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from app.core.errors import Conflict
+from app.core.errors import AppError, Conflict
 from app.model_manager import views
 from app.model_manager.manager import ModelManager, ModelStatus
 from app.model_manager.profiles import RuntimeKind
 from tests.conftest import wait_until
 from tests.unit.model_manager.fakes import (
+    PROFILES,
     FakeCoordinator,
     FakeRuntime,
     FakeUpstream,
@@ -235,3 +237,27 @@ async def test_only_the_acting_process_stops_the_server_at_shutdown(rig: Any) ->
     await holder.running("a")
     await holder.manager.stop()
     assert holder.runtime.closed_stopping is True
+
+
+async def test_a_reload_that_drops_the_profile_being_switched_to_is_refused(
+    rig: Any, tmp_path: Path
+) -> None:
+    """A switch to b waits for an answer in progress (drain); a reload of a file without b
+    meanwhile is refused (422, the profiles stay), as one without the running profile is.
+    Before: it was accepted, and the switch then crashed on the missing profile after it had
+    stopped a (status error, nothing served, 'internal error ... KeyError')."""
+    r = await rig(model_stop_timeout_s=5)
+    await r.running("a")
+    await r.manager.gate.enter(1.0)  # an answer in progress: the switch drains first
+    await r.manager.request_switch("b")
+    path = r.manager.settings.model_profiles_path
+    kept = {k: v for k, v in PROFILES.items() if k != "b"}
+    path.write_text(yaml.safe_dump({"profiles": kept}))
+    with pytest.raises(AppError) as err:
+        r.manager.reload_profiles()
+    assert (err.value.status_code, err.value.code) == (422, "invalid_profiles")
+    assert "'b'" in err.value.message
+    assert "b" in r.manager.profiles
+    r.manager.gate.leave()
+    await r.running("b")
+    assert r.manager.history[0]["outcome"] == "success"
