@@ -243,6 +243,13 @@ class ModelManager:
     # --- the coordinator's calls -----------------------------------------------------------------
     async def on_elected(self, shared: dict[str, Any] | None) -> None:
         """This process now holds the lease: resolve what the last holder left (or start)."""
+        machine = self.machine
+        if shared is None and (
+            machine.op is not None or machine.switch is not None or machine.current_profile
+        ):
+            # no shared state, but this process knows one (the store was wiped or flushed
+            # while it acted or followed): go on from it, as from the last holder's
+            shared = views.shared_snapshot(self)
         if shared is None:
             default = self.settings.model_default_profile
             if default and default in self.profiles:

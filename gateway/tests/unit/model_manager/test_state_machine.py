@@ -211,6 +211,42 @@ async def test_leader_loss_mid_switch_and_the_next_holder_finishes_it(rig: Any) 
     assert r1.manager.status is ModelStatus.RUNNING
 
 
+@pytest.mark.parametrize("who", ["the old holder", "a follower"])
+async def test_the_shared_state_wiped_mid_switch_is_not_stuck(rig: Any, who: str) -> None:
+    """The lease and the shared state are wiped while b loads (Redis keys deleted, flushed):
+    the next holder, the old one or a follower, gets no shared state. It goes on from what it
+    knows (the switch in progress), adopts b and ends it running. Before: `on_elected(None)`
+    tried a first start, which the operation it mirrored refused, and published nothing: every
+    process showed `switching` for ever with its gate closed (503 for every chat)."""
+    runtime = FakeRuntime()
+    runtime.load_delay_s["b"] = 0.5
+    first = FakeCoordinator()
+    r1 = await rig(runtime=runtime, coordinator=first)
+    await r1.running("a")
+    await r1.manager.request_switch("b")
+    await wait_until(
+        lambda: r1.manager.switch is not None and r1.manager.switch.phase.value == "loading",
+        timeout=5,
+        interval=0.005,
+    )
+    snapshot = json.loads(json.dumps(first.published[-1]))
+    first.is_acting = False
+    await r1.manager.on_lost()
+    if who == "the old holder":
+        nxt, coordinator = r1, first
+    else:
+        coordinator = FakeCoordinator(acting=False)
+        nxt = await rig(runtime=runtime, coordinator=coordinator)
+        nxt.manager.apply_shared(snapshot)
+    coordinator.is_acting = True
+    await nxt.manager.on_elected(None)  # the state key is gone
+    await nxt.running("b")
+    assert runtime.starts == ["a", "b"]  # adopted, not started again
+    assert nxt.manager.gate.is_open
+    assert nxt.manager.history[0]["outcome"] == "success"
+    assert coordinator.published[-1]["status"] == "running"
+
+
 async def test_a_follower_forwards_and_does_not_touch_the_runtime(rig: Any) -> None:
     runtime = FakeRuntime()
     follower = FakeCoordinator(acting=False)
