@@ -208,6 +208,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str, list[di
     return code, f"{first['field']}: {first['message']}", details
 
 
+# what FastAPI raises (400) when json.loads fails with anything but a JSONDecodeError
+_FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
@@ -224,6 +228,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE_BODY:
+            # bytes json cannot decode (not UTF-8, nested past the recursion limit): broken
+            # JSON like any other, as the chat routes' own parser says
+            return error_response(
+                422,
+                "invalid_json",
+                "request body is not valid JSON",
+                openai=is_openai_path(request.url.path),
+            )
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(

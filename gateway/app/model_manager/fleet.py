@@ -80,6 +80,7 @@ class Fleet:
     def __init__(self, settings: Settings, primary: ModelManager) -> None:
         self.settings = settings
         self.slots: list[ModelManager] = [primary]
+        self._switching = asyncio.Lock()
         for n, profile_id in enumerate(settings.model_also_serve, start=1):
             own = slot_settings(settings, n, profile_id)
             slot = ModelManager(own, UpstreamClient(own))
@@ -122,7 +123,7 @@ class Fleet:
     def _names(self, slot: ModelManager) -> set[str]:
         """Every name a slot answers to now, or will once its switch ends."""
         names: set[str] = set()
-        for pid in (slot.current_profile, slot.switch.target if slot.switch else None):
+        for pid in _held(slot):
             profile = slot.profiles.get(pid or "")
             if pid is not None and profile is not None:
                 names |= {pid, profile.served_name, *profile.aliases}
@@ -168,7 +169,7 @@ class Fleet:
     # --- switching ----------------------------------------------------------------------------
     def _slot_of(self, profile_id: str) -> ModelManager | None:
         for slot in self.slots:
-            if profile_id in (slot.current_profile, slot.switch.target if slot.switch else None):
+            if profile_id in _held(slot):
                 return slot
         return None
 
@@ -182,9 +183,15 @@ class Fleet:
         return None
 
     async def request_switch(self, profile_id: str, replace: str | None = None) -> SwitchRecord:
-        """Replace one member of the set: the slot serving `replace` (none: slot 0)."""
+        """Replace one member of the set: the slot serving `replace` (none: slot 0). The
+        checks and the switch's start are one step (`_switching`): two switches asked at once
+        cannot both pass the checks before either has begun."""
         if len(self.slots) == 1 and replace is None:
             return await self.primary.request_switch(profile_id)
+        async with self._switching:
+            return await self._request_switch(profile_id, replace)
+
+    async def _request_switch(self, profile_id: str, replace: str | None) -> SwitchRecord:
         slot = self.primary if replace is None else self._slot_of(replace)
         if slot is None and replace is not None:
             slot = self._idle_slot_for(replace)
@@ -200,10 +207,13 @@ class Fleet:
                 code="already_served",
             )
         # the GPUs the other members hold are not this one's to use
+        # (and those a member's switch in progress is starting)
         others = [
-            s.profiles[s.current_profile]
+            s.profiles[pid]
             for s in self.slots
-            if s is not slot and s.current_profile in s.profiles
+            if s is not slot
+            for pid in _held(s)
+            if pid in s.profiles
         ]
         hw = await slot.hardware_info(max_age_s=1.0)
         reasons, details, taken = fit_beside(profile, others, hw)
@@ -224,11 +234,12 @@ class Fleet:
         except ProfilesInvalid as exc:
             raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
         for slot in self.slots[1:]:
-            if slot.current_profile is not None and slot.current_profile not in profiles:
-                raise InvalidProfiles(
-                    f"profiles not reloaded: the running profile {slot.current_profile!r} is "
-                    "missing from the file (switch away from it first)"
-                )
+            for held in _held(slot):  # what it serves, and what a switch of it is starting
+                if held not in profiles:
+                    raise InvalidProfiles(
+                        f"profiles not reloaded: the profile {held!r} a member serves or is "
+                        "starting is missing from the file (switch away from it first)"
+                    )
         reloaded = await self.primary.reload_everywhere()
         for slot in self.slots[1:]:
             slot.reload_profiles()
@@ -252,3 +263,14 @@ class Fleet:
                 }
             )
         return views
+
+
+def _held(slot: ModelManager) -> list[str]:
+    """The profiles a member serves now or is starting: its current one, and the target of
+    its switch while that is in progress (a finished switch's target is not held: a failed
+    one rolled back to, or left nothing, but the current profile)."""
+    held = [slot.current_profile] if slot.current_profile is not None else []
+    switch = slot.switch
+    if switch is not None and switch.finished_at is None and switch.target not in held:
+        held.append(switch.target)
+    return held

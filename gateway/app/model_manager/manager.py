@@ -243,6 +243,13 @@ class ModelManager:
     # --- the coordinator's calls -----------------------------------------------------------------
     async def on_elected(self, shared: dict[str, Any] | None) -> None:
         """This process now holds the lease: resolve what the last holder left (or start)."""
+        machine = self.machine
+        if shared is None and (
+            machine.op is not None or machine.switch is not None or machine.current_profile
+        ):
+            # no shared state, but this process knows one (the store was wiped or flushed
+            # while it acted or followed): go on from it, as from the last holder's
+            shared = views.shared_snapshot(self)
         if shared is None:
             default = self.settings.model_default_profile
             if default and default in self.profiles:
@@ -724,6 +731,39 @@ class ModelManager:
             self.failed(ready.error or "restart failed")
             self.machine.move(op, ANY, ModelStatus.ERROR)
 
+    async def recover_external(self) -> bool:
+        """The status is `error` with an `external` profile (its server did not answer within
+        the ready timeout, nothing else to restart): when it answers now, follow it back to
+        `running`. True when it did."""
+        profile_id = self.current_profile
+        profile = self.profiles.get(profile_id or "")
+        if (
+            profile_id is None
+            or profile is None
+            or self.runtime_kind(profile) is not RuntimeKind.EXTERNAL
+        ):
+            return False
+        runtime = self._runtime(RuntimeKind.EXTERNAL)
+        # one look (no waiting): the gate stays open meanwhile, as it is in `error`
+        ready = await wait_ready(self.upstream, runtime, profile, self._base_urls(profile), 0.0)
+        if not ready.ok or self.current_profile != profile_id:
+            return False
+        op = self.machine.begin(OpKind.RESTART, {ModelStatus.ERROR}, ModelStatus.STARTING)
+        if op is None:  # an operation began meanwhile: it decides
+            return False
+        log.warning("the external model server answers now", profile=profile_id)
+        self.run_op(op, self._recover_steps(op, profile_id))
+        return True
+
+    async def _recover_steps(self, op: Operation, profile_id: str) -> None:
+        ready = await self._launch(op, profile_id)  # nothing to start: waits for its answer
+        if ready.ok:
+            self.error = self.hint = None
+            self.machine.move(op, {ModelStatus.LOADING, ModelStatus.STARTING}, ModelStatus.RUNNING)
+        else:
+            self.failed(ready.error or "the external model server stopped answering")
+            self.machine.move(op, ANY, ModelStatus.ERROR)
+
     # --- profiles -----------------------------------------------------------------------------
     def reload_profiles(self) -> dict[str, ModelProfile]:
         try:
@@ -734,6 +774,12 @@ class ModelManager:
             raise InvalidProfiles(
                 f"profiles not reloaded: the running profile {self.current_profile!r} is missing "
                 "from the file (switch away from it first)"
+            )
+        switch = self.switch
+        if switch is not None and switch.finished_at is None and switch.target not in profiles:
+            raise InvalidProfiles(
+                f"profiles not reloaded: the profile {switch.target!r} a switch is starting is "
+                "missing from the file (reload once the switch has ended)"
             )
         self.profiles, self.profiles_error = profiles, None
         log.info("model profiles reloaded", count=len(profiles))

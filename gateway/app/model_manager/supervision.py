@@ -1,5 +1,6 @@
 """Supervision: restart a server that exits on its own (seed 002 §7.7: exit 1, NCCL), with
-backoff, and never against an operation that began while we were awaiting."""
+backoff, and never against an operation that began while we were awaiting; an external server
+left in `error` (not ready in time) is looked at again and followed back to `running`."""
 
 from __future__ import annotations
 
@@ -20,8 +21,21 @@ log = structlog.get_logger()
 async def supervise(manager: ModelManager) -> None:
     failures = 0
     machine = manager.machine
+    external_wait_s, next_external_check = 1.0, 0.0
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(manager.supervise_interval_s)
+        if manager.acting and not machine.busy and machine.status is ModelStatus.ERROR:
+            # an external server that was not ready in time (a Kubernetes vLLM still pulling
+            # its image): look again, with backoff, and come back to running when it answers
+            if loop.time() >= next_external_check:
+                if await manager.recover_external():
+                    external_wait_s = 1.0
+                else:
+                    external_wait_s = min(30.0, external_wait_s * 2)
+                next_external_check = loop.time() + external_wait_s
+            continue
+        external_wait_s, next_external_check = 1.0, 0.0
         runtime = manager.active
         if (
             not manager.acting

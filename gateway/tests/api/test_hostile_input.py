@@ -306,3 +306,18 @@ class TestOpenApiDocument:
             assert {"username", "email", "password", "grant_type"} <= set(
                 media["schema"]["properties"]
             )
+
+
+async def test_a_body_json_cannot_decode_is_invalid_json_on_every_route(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """Bytes that are not UTF-8, or nesting deeper than the parser's recursion limit: 422
+    `invalid_json` like any other broken JSON (the chat routes already said so); the routes
+    FastAPI parses answered 400 `bad_request` "There was an error parsing the body"."""
+    headers = {**admin_headers, "Content-Type": "application/json"}
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for url in ("/api/models/switch", "/api/conversations", "/api/auth/keys"):
+        for raw in (b'{"profile_id": "\xff\xfe"}', b'{"title": ' + nested + b"}"):
+            r = await client.post(url, content=raw, headers=headers)
+            err = assert_error(r, 422, "invalid_json")
+            assert err["message"] == "request body is not valid JSON", err

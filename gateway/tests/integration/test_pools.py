@@ -67,7 +67,11 @@ def pool(tmp_path: Path) -> Any:
 
 @contextlib.asynccontextmanager
 async def pool_gateway(
-    tmp_path: Path, instances: list[str], health_interval_s: float = 0.5, **overrides: Any
+    tmp_path: Path,
+    instances: list[str],
+    health_interval_s: float = 0.5,
+    wait_running: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     profiles = {
         "profiles": {
@@ -105,7 +109,8 @@ async def pool_gateway(
                 s = (await client.get("/api/models/status")).json()
                 return bool(s["status"] == "running")
 
-            await wait_until(running, timeout=30)
+            if wait_running:
+                await wait_until(running, timeout=30)
             yield client
 
 
@@ -341,3 +346,40 @@ async def test_every_instance_down_is_a_503_with_retry_after(tmp_path: Path, poo
         r = await client.post("/api/chat", json=body)
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "model_unavailable"
+
+
+async def test_a_pool_down_at_start_is_running_once_its_instances_answer(tmp_path: Path) -> None:
+    """Every instance down when the gateway starts (a Kubernetes vLLM Deployment still
+    pulling its image): the start ends in `error` after the ready timeout, and once the
+    instances answer the status comes back to `running` by itself (it stayed `error` for
+    ever, though chat was answered, with MODEL_RUNTIME=external no switch could clear it)."""
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    sims: list[SimProcess] = []
+    try:
+        async with pool_gateway(
+            tmp_path, urls, wait_running=False, model_ready_timeout_s=1.5
+        ) as client:
+
+            async def status() -> dict[str, Any]:
+                body: dict[str, Any] = (await client.get("/api/models/status")).json()
+                return body
+
+            await wait_until(lambda: _is(status, "error"), timeout=30)
+            r = await client.post(
+                "/v1/chat/completions",
+                json={"model": "pooled", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+            sims = [start_instance(tmp_path / f"late{i}.log", p) for i, p in enumerate(ports)]
+            await wait_until(lambda: _is(status, "running"), timeout=45, interval=0.2)
+            s = await status()
+            assert s["current_profile"] == "sim-pool" and s["error"] is None, s
+            assert await chat(client) == "ok"
+    finally:
+        for sim in sims:
+            sim.stop()
+
+
+async def _is(status: Any, wanted: str) -> bool:
+    return bool((await status())["status"] == wanted)

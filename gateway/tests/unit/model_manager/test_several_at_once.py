@@ -3,6 +3,7 @@ fleet's checks before a member is replaced (no server is started here)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from app.model_manager.fleet import Fleet, fit_beside, slot_settings
 from app.model_manager.hardware import HardwareInfo, parse_nvidia_smi_csv
 from app.model_manager.manager import ModelManager
 from app.model_manager.profiles import ModelProfile, load_profiles
-from app.model_manager.state import ModelStatus
+from app.model_manager.state import ModelStatus, OpKind, SwitchRecord, now
 from app.services.upstream import UpstreamClient
 from tests.conftest import make_settings, wait_until
 
@@ -176,3 +177,68 @@ async def test_a_member_that_does_not_fit_is_not_started(tmp_path: Path) -> None
     finally:
         await fleet.stop()
         await primary.upstream.stop()
+
+
+# --- review15: what a member is switching to, and switches asked at the same time ------------
+
+CPU_ONLY = profile(model_id="org/cpu", cpu_only=True)
+GPU1_OTHER = profile(model_id="org/gpu1-other", gpu_ids=[1])
+
+
+def fake_switches(fleet: Fleet, begun: list[tuple[int, str]]) -> None:
+    """Each slot's own request_switch: yields first (the real one probes the GPUs in a thread
+    before it begins), then begins a switch (status switching, the record unfinished)."""
+    for n, slot in enumerate(fleet.slots):
+
+        async def begin(profile_id: str, slot: ModelManager = slot, n: int = n) -> SwitchRecord:
+            await asyncio.sleep(0.01)
+            record = SwitchRecord(target=profile_id, previous=slot.current_profile)
+            slot.machine.mirror(ModelStatus.SWITCHING, slot.current_profile, record, OpKind.SWITCH)
+            begun.append((n, profile_id))
+            return record
+
+        slot.request_switch = begin  # type: ignore[method-assign]
+
+
+async def test_a_failed_switch_target_is_not_served_by_that_member(fleet: Fleet) -> None:
+    """A member whose switch to `cpu` failed and rolled back does not serve `cpu`: another
+    member may be switched to it (was 409 already_served for ever after)."""
+    fleet.primary.profiles["cpu"] = CPU_ONLY
+    failed = SwitchRecord(target="cpu", previous="coder", finished_at=now(), error="failed")
+    fleet.slots[1].machine.mirror(ModelStatus.RUNNING, "coder", failed, None)
+    begun: list[tuple[int, str]] = []
+    fake_switches(fleet, begun)
+    record = await fleet.request_switch("cpu", replace="chat")
+    assert record.target == "cpu" and begun == [(0, "cpu")]
+
+
+async def test_two_members_switched_to_one_profile_at_once(fleet: Fleet) -> None:
+    """Two switches at the same time, each of another member to the same profile: one is
+    refused (409 already_served), not both begun (the profile served twice)."""
+    fleet.primary.profiles["cpu"] = CPU_ONLY
+    begun: list[tuple[int, str]] = []
+    fake_switches(fleet, begun)
+    results = await asyncio.gather(
+        fleet.request_switch("cpu", replace="chat"),
+        fleet.request_switch("cpu", replace="coder"),
+        return_exceptions=True,
+    )
+    assert len(begun) == 1, begun
+    refused = [r for r in results if isinstance(r, AppError)]
+    assert [(e.status_code, e.code) for e in refused] == [(409, "already_served")]
+
+
+async def test_the_gpus_a_member_is_switching_to_are_taken(fleet: Fleet) -> None:
+    """Member 1 is being switched from a CPU profile to one pinned to GPU 1: a switch of member
+    0 to another GPU 1 profile meanwhile is refused (422 gpu_taken), not begun on that GPU."""
+    fleet.primary.profiles["cpu"] = CPU_ONLY
+    fleet.primary.profiles["gpu1-other"] = GPU1_OTHER
+    to_coder = SwitchRecord(target="coder", previous="cpu")
+    fleet.slots[1].machine.mirror(ModelStatus.SWITCHING, "cpu", to_coder, OpKind.SWITCH)
+    begun: list[tuple[int, str]] = []
+    fake_switches(fleet, begun)
+    with pytest.raises(AppError) as err:
+        await fleet.request_switch("gpu1-other", replace="chat")
+    assert (err.value.status_code, err.value.code) == (422, "incompatible_hardware")
+    assert {"code": "gpu_taken", "gpus": [1]} in err.value.extra["details"]
+    assert begun == []

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from app.core.errors import Conflict
+from app.core.errors import AppError, Conflict
 from app.model_manager import views
 from app.model_manager.manager import ModelManager, ModelStatus
 from app.model_manager.profiles import RuntimeKind
 from tests.conftest import wait_until
 from tests.unit.model_manager.fakes import (
+    PROFILES,
     FakeCoordinator,
     FakeRuntime,
     FakeUpstream,
@@ -209,6 +211,42 @@ async def test_leader_loss_mid_switch_and_the_next_holder_finishes_it(rig: Any) 
     assert r1.manager.status is ModelStatus.RUNNING
 
 
+@pytest.mark.parametrize("who", ["the old holder", "a follower"])
+async def test_the_shared_state_wiped_mid_switch_is_not_stuck(rig: Any, who: str) -> None:
+    """The lease and the shared state are wiped while b loads (Redis keys deleted, flushed):
+    the next holder, the old one or a follower, gets no shared state. It goes on from what it
+    knows (the switch in progress), adopts b and ends it running. Before: `on_elected(None)`
+    tried a first start, which the operation it mirrored refused, and published nothing: every
+    process showed `switching` for ever with its gate closed (503 for every chat)."""
+    runtime = FakeRuntime()
+    runtime.load_delay_s["b"] = 0.5
+    first = FakeCoordinator()
+    r1 = await rig(runtime=runtime, coordinator=first)
+    await r1.running("a")
+    await r1.manager.request_switch("b")
+    await wait_until(
+        lambda: r1.manager.switch is not None and r1.manager.switch.phase.value == "loading",
+        timeout=5,
+        interval=0.005,
+    )
+    snapshot = json.loads(json.dumps(first.published[-1]))
+    first.is_acting = False
+    await r1.manager.on_lost()
+    if who == "the old holder":
+        nxt, coordinator = r1, first
+    else:
+        coordinator = FakeCoordinator(acting=False)
+        nxt = await rig(runtime=runtime, coordinator=coordinator)
+        nxt.manager.apply_shared(snapshot)
+    coordinator.is_acting = True
+    await nxt.manager.on_elected(None)  # the state key is gone
+    await nxt.running("b")
+    assert runtime.starts == ["a", "b"]  # adopted, not started again
+    assert nxt.manager.gate.is_open
+    assert nxt.manager.history[0]["outcome"] == "success"
+    assert coordinator.published[-1]["status"] == "running"
+
+
 async def test_a_follower_forwards_and_does_not_touch_the_runtime(rig: Any) -> None:
     runtime = FakeRuntime()
     follower = FakeCoordinator(acting=False)
@@ -235,3 +273,27 @@ async def test_only_the_acting_process_stops_the_server_at_shutdown(rig: Any) ->
     await holder.running("a")
     await holder.manager.stop()
     assert holder.runtime.closed_stopping is True
+
+
+async def test_a_reload_that_drops_the_profile_being_switched_to_is_refused(
+    rig: Any, tmp_path: Path
+) -> None:
+    """A switch to b waits for an answer in progress (drain); a reload of a file without b
+    meanwhile is refused (422, the profiles stay), as one without the running profile is.
+    Before: it was accepted, and the switch then crashed on the missing profile after it had
+    stopped a (status error, nothing served, 'internal error ... KeyError')."""
+    r = await rig(model_stop_timeout_s=5)
+    await r.running("a")
+    await r.manager.gate.enter(1.0)  # an answer in progress: the switch drains first
+    await r.manager.request_switch("b")
+    path = r.manager.settings.model_profiles_path
+    kept = {k: v for k, v in PROFILES.items() if k != "b"}
+    path.write_text(yaml.safe_dump({"profiles": kept}))
+    with pytest.raises(AppError) as err:
+        r.manager.reload_profiles()
+    assert (err.value.status_code, err.value.code) == (422, "invalid_profiles")
+    assert "'b'" in err.value.message
+    assert "b" in r.manager.profiles
+    r.manager.gate.leave()
+    await r.running("b")
+    assert r.manager.history[0]["outcome"] == "success"
