@@ -147,7 +147,11 @@ async def test_docker_runtime_start_switch_adopt_and_leave(
 
     async with docker_gateway(default="docker-a") as m:
         status = await running(m, "docker-b", timeout=30)  # the running container wins
-        assert status["switch"] is None and status["restarts"] == 0
+        # the manager's shared state lives in the database (issue 15's lease): a gateway
+        # started on it again shows the last switch, finished, and no restart
+        last = status["switch"]
+        assert last is None or (last["target"] == "docker-b" and last["phase"] == "running")
+        assert status["restarts"] == 0
         info = inspect(docker_engine, name)
         assert info is not None and info["Id"] == second_id  # adopted, not restarted
         assert (await chat_once(m.client, m.user)) == ("ok", "sim-docker-b")
