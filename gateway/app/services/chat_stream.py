@@ -32,10 +32,10 @@ from app.core.errors import error_body, openai_status
 from app.core.metrics import ACTIVE_STREAMS
 from app.services.chat_request import ChatRequest
 from app.services.upstream import (
+    Answer,
     Endpoint,
     UpstreamClient,
     UpstreamError,
-    UpstreamResponse,
     error_detail,
     split_events,
     status_error,
@@ -190,7 +190,7 @@ class ChatRelay(Response):
         self._started = 0.0
         self._first_event_pending = True
         # the open upstream response; closed in __call__'s finally unless fully read
-        self._upstream: UpstreamResponse | None = None
+        self._upstream: Answer | None = None
         self.max_answer_s = max_answer_s
         self.registry = registry
         self._task: asyncio.Task[Any] | None = None
@@ -300,7 +300,7 @@ class ChatRelay(Response):
         self._delivered = True
         await send({"type": "http.response.body", "body": body})
 
-    async def _post(self) -> UpstreamResponse:
+    async def _post(self) -> Answer:
         self._upstream = await self.upstream.post(
             self.request.endpoint, orjson.dumps(self.request.body), self.request_id
         )
@@ -592,7 +592,7 @@ class _IdleWatch:
             self._fired = True
             task.cancel()
 
-    async def read(self, resp: UpstreamResponse) -> bytes:
+    async def read(self, resp: Answer) -> bytes:
         self._since = self._loop.time()
         self._reading = True
         if self._handle is None:

@@ -1,10 +1,11 @@
-"""The model server as the gateway sees it, and the only module that talks to it: one pooled
-aiohttp session, requests (`post`, `get_json`, `probe`), the served model and the names it
-answers to, the mapping of the server's statuses and transport failures to the SPEC's, and SSE
-framing (`split_events`).
+"""The model server as the gateway sees it, and the only module that talks to it: requests
+(`post`, `get_json`, `probe`), the served model and the names it answers to, the mapping of the
+server's statuses and transport failures to the SPEC's, and SSE framing (`split_events`).
 
-aiohttp rather than httpx on this path: the chat relay is the hot path (issue 3's figures) and
-aiohttp's client costs a fraction of httpx's per request and per chunk.
+The relay's POSTs to one server go through `app.services.h1` (a small keep-alive HTTP/1.1
+client: aiohttp's was ~24 % of the gateway's CPU per streamed request, issue 17); GETs, probes
+and a pool's POSTs use one pooled aiohttp session (aiohttp rather than httpx: a fraction of
+httpx's cost per request and per chunk).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -24,6 +25,7 @@ from yarl import URL
 from app.core import tracing
 from app.core.config import Settings
 from app.core.errors import AppError, NotFound, ValidationFailed
+from app.services import h1
 
 if TYPE_CHECKING:
     from app.model_manager.gate import ServingGate
@@ -166,9 +168,78 @@ def split_events(data: bytes) -> tuple[list[bytes], bytes]:
     return payloads, data[end + 2 :]
 
 
-class UpstreamResponse:
+class Answer(Protocol):
     """One answer of the model server, read whole (`read`) or as it arrives (`chunk`);
-    transport failures come out as `UpstreamError`."""
+    transport failures come out as `UpstreamError`. `close` drops the connection (vLLM then
+    aborts the generation); `finish` reads to the end after [DONE] so that it can be reused."""
+
+    @property
+    def status(self) -> int: ...
+
+    async def read(self) -> bytes: ...
+
+    async def chunk(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+class DirectResponse:
+    """An answer read through `h1` (one server, no pool)."""
+
+    __slots__ = ("_conn", "status")
+
+    def __init__(self, conn: h1.Conn) -> None:
+        self._conn: h1.Conn | None = conn
+        self.status = conn.status
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            return b""
+        try:
+            data = await conn.read()
+        except OSError as exc:
+            self.close()
+            raise upstream_failed(type(exc).__name__) from exc
+        self._conn = None
+        conn.release()
+        return data
+
+    async def chunk(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            return b""
+        try:
+            return await conn.chunk()
+        except OSError as exc:
+            raise upstream_failed(f"connection lost mid-stream ({type(exc).__name__})") from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+    async def finish(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if conn.done:  # the usual case: the end came with [DONE], no timer
+            conn.take()
+            conn.release()
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                while await conn.chunk():
+                    pass
+            conn.release()
+        except (TimeoutError, OSError):
+            conn.abort()
+
+
+class UpstreamResponse:
+    """An answer read through aiohttp (a pool's instance)."""
 
     __slots__ = ("_resp",)
 
@@ -216,7 +287,9 @@ class UpstreamClient:
         self.base_url = settings.vllm_base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per request
         self._urls: dict[str, URL] = {}
+        self._targets: dict[str, h1.Target] = {}
         self.session: aiohttp.ClientSession | None = None
+        self.h1: h1.H1Pool | None = None
         self._models: list[ServedModel] | None = None
         self._models_at = 0.0
         self._models_lock = asyncio.Lock()
@@ -242,6 +315,7 @@ class UpstreamClient:
         self.base_url = base_url.rstrip("/")
         self.chat_url = URL(f"{self.base_url}/chat/completions")
         self._urls.clear()
+        self._targets.clear()
         self.forget_models()
 
     def url(self, path: Endpoint | str) -> URL:
@@ -251,7 +325,17 @@ class UpstreamClient:
             url = self._urls[path] = URL(f"{self.base_url}/{path}")
         return url
 
+    def target(self, path: Endpoint | str) -> h1.Target:
+        """The h1 target (connection key, request head) for a path under its `/v1`."""
+        target = self._targets.get(path)
+        if target is None:
+            target = self._targets[path] = h1.Target(f"{self.base_url}/{path}")
+        return target
+
     async def start(self) -> None:
+        self.h1 = h1.H1Pool(
+            self.settings.upstream_max_connections, self.settings.upstream_connect_timeout_s
+        )
         connector = aiohttp.TCPConnector(
             limit=self.settings.upstream_max_connections,
             limit_per_host=self.settings.upstream_max_connections,
@@ -298,13 +382,17 @@ class UpstreamClient:
             await self.pool.stop()
         if self.session is not None:
             await self.session.close()
+        if self.h1 is not None:
+            self.h1.close()
 
     async def renew_pool(self) -> None:
         """The model server was replaced: its pooled keep-alive connections are dead, so start
         a fresh pool rather than find that out request by request."""
-        old = self.session
+        old, old_h1 = self.session, self.h1
         await self.start()
         self.forget_models()
+        if old_h1 is not None:
+            old_h1.close()
         if old is not None:
             await old.close()
 
@@ -316,32 +404,36 @@ class UpstreamClient:
     # --- requests -----------------------------------------------------------------------------
     async def post(
         self, endpoint: Endpoint | str, data: bytes, request_id: str | None = None
-    ) -> UpstreamResponse:
+    ) -> Answer:
         """POST a JSON body; connection failures are `UpstreamError`s (503 refused, 502 other).
         The caller reads and closes the answer."""
-        headers = {"Content-Type": "application/json"}
-        if request_id:
-            headers["X-Request-ID"] = request_id
-        if tracing.inject_headers is not None:
-            tracing.inject_headers(headers)  # traceparent: the model server continues the trace
         if self.pool is not None:
+            headers = {"Content-Type": "application/json"}
+            if request_id:
+                headers["X-Request-ID"] = request_id
+            if tracing.inject_headers is not None:
+                tracing.inject_headers(headers)  # traceparent: the model server continues it
             return await self.pool.post(endpoint, data, headers)
-        url = self.url(endpoint)
+        extra: dict[str, str] = {}
+        if request_id:
+            extra["x-request-id"] = request_id
+        if tracing.inject_headers is not None:
+            tracing.inject_headers(extra)
+        assert self.h1 is not None, "UpstreamClient.start() not called"
         try:
-            try:
-                resp = await self.http.post(url, data=data, headers=headers)
-            except aiohttp.ClientConnectorError:
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # a pooled connection the server had just closed (llama.cpp's server closes after
-                # every stream): nothing was answered on it, so sending once more is safe
-                resp = await self.http.post(url, data=data, headers=headers)
-            return UpstreamResponse(resp)
-        except aiohttp.ClientConnectorError as exc:
+            # a pooled connection the server had just closed (llama.cpp's server closes after
+            # every stream) is sent on once more by h1: nothing was answered on it
+            conn = await self.h1.post(
+                self.target(endpoint), data, h1.header_lines(extra) if extra else b""
+            )
+        except h1.ConnectFailed as exc:  # refused, unreachable, unknown host
             self.forget_models()
             raise model_unavailable("connection refused") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except TimeoutError as exc:  # connecting took longer than UPSTREAM_CONNECT_TIMEOUT_S
+            raise upstream_failed("ConnectionTimeoutError") from exc
+        except OSError as exc:
             raise upstream_failed(type(exc).__name__) from exc
+        return DirectResponse(conn)
 
     async def get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
         """GET a JSON document (any URL of the model server); None when it is not there."""
