@@ -127,6 +127,9 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "vllm_base_url": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens: vllm down
         "log_format": "json",
         "db_startup_timeout_s": 5,
+        # many apps start in one test process: freezing its heap would keep every earlier test's
+        # garbage for good (the server processes the tests start do freeze)
+        "gc_freeze": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -50,9 +50,16 @@ class GatewayApp(FastAPI):
     relay_routes: Mapping[str, Route] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[RAW_SEND] = send
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[RAW_SEND] = send
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # the server's `send` is a method of its request object, which holds the scope: a
+            # reference cycle per request, left to the garbage collector (issue 17) unless broken
+            del scope[RAW_SEND]
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
