@@ -255,6 +255,13 @@ class ChatRelay(Response):
                     await self._end_stopped(send, self._stopped)
         except OSError:  # the client vanished while we were writing
             self._client_closed()
+        except Exception:
+            # a fault of the gateway itself: the client gets a 500 (or a cut stream), and the
+            # usage row and the access log say so rather than the 200 an answer starts with
+            if not self._delivered:
+                self.outcome.status_code, self.outcome.error_code = 500, "internal_error"
+                self.outcome.cut = self._response_started
+            raise
         finally:
             if timer is not None:
                 timer.cancel()

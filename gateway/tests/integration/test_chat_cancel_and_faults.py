@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -207,6 +208,40 @@ class TestUpstreamFaults:
 async def _messages_when(gw, count: int) -> list[Message]:  # type: ignore[no-untyped-def]
     msgs = await _messages(gw)
     return msgs if len(msgs) == count else []
+
+
+class TestGatewayFaults:
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_a_fault_in_the_relay_is_a_500_and_its_usage_row_says_so(
+        self,
+        start_gateway,
+        monkeypatch,
+        stream: bool,  # type: ignore[no-untyped-def]
+    ) -> None:
+        """A bug in the gateway's own code while relaying: the client gets the SPEC's 500 body,
+        and the usage row and access log say 500 internal_error (they said 200 before)."""
+        from app.services.chat_stream import ChatRelay
+
+        def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(ChatRelay, "_process", broken)
+        monkeypatch.setattr(ChatRelay, "_take_usage", broken)
+        async with start_gateway() as gw:
+            token = await _token(gw)
+            body = _chat("hello", model="current", stream=stream)
+            async with gw.client(token) as c:
+                if stream:  # the fault comes after the head: the stream is cut
+                    with pytest.raises(httpx.HTTPError):
+                        async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                            assert r.status_code == 200
+                            await r.aread()
+                else:
+                    r = await c.post("/v1/chat/completions", json=body)
+                    assert r.status_code == 500
+                    assert r.json()["error"]["code"] == "internal_error"
+            rows = await wait_until(lambda: _rows(gw))
+            assert rows[-1].status_code == 500 and rows[-1].error_code == "internal_error"
 
 
 class TestAfterTheAnswer:
