@@ -53,12 +53,12 @@ class Target:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.ssl = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.ssl else 80)
+        default = 443 if self.ssl else 80
+        self.port = parts.port or default
         self.key = (self.host, self.port, self.ssl)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        default = 443 if self.ssl else 80
         netloc = self.host if ":" not in self.host else f"[{self.host}]"
         host = netloc if self.port == default else f"{netloc}:{self.port}"
         self.head = (

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import orjson
 import structlog
-from yarl import URL
 
 from app.core import tracing
 from app.core.config import Settings
@@ -285,8 +284,6 @@ class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.vllm_base_url.rstrip("/")
-        self.chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per request
-        self._urls: dict[str, URL] = {}
         self._targets: dict[str, h1.Target] = {}
         self.session: aiohttp.ClientSession | None = None
         self.h1: h1.H1Pool | None = None
@@ -313,17 +310,8 @@ class UpstreamClient:
     def retarget(self, base_url: str) -> None:
         """Send requests to another model server (a switch to an external profile)."""
         self.base_url = base_url.rstrip("/")
-        self.chat_url = URL(f"{self.base_url}/chat/completions")
-        self._urls.clear()
         self._targets.clear()
         self.forget_models()
-
-    def url(self, path: Endpoint | str) -> URL:
-        """The model server's URL for a path under its `/v1` (parsed once per target)."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(f"{self.base_url}/{path}")
-        return url
 
     def target(self, path: Endpoint | str) -> h1.Target:
         """The h1 target (connection key, request head) for a path under its `/v1`."""
@@ -407,24 +395,21 @@ class UpstreamClient:
     ) -> Answer:
         """POST a JSON body; connection failures are `UpstreamError`s (503 refused, 502 other).
         The caller reads and closes the answer."""
-        if self.pool is not None:
-            headers = {"Content-Type": "application/json"}
-            if request_id:
-                headers["X-Request-ID"] = request_id
-            if tracing.inject_headers is not None:
-                tracing.inject_headers(headers)  # traceparent: the model server continues it
-            return await self.pool.post(endpoint, data, headers)
-        extra: dict[str, str] = {}
+        headers: dict[str, str] = {}
         if request_id:
-            extra["x-request-id"] = request_id
+            headers["x-request-id"] = request_id
         if tracing.inject_headers is not None:
-            tracing.inject_headers(extra)
+            tracing.inject_headers(headers)  # traceparent: the model server continues the trace
+        if self.pool is not None:
+            return await self.pool.post(
+                endpoint, data, {"content-type": "application/json", **headers}
+            )
         assert self.h1 is not None, "UpstreamClient.start() not called"
         try:
             # a pooled connection the server had just closed (llama.cpp's server closes after
             # every stream) is sent on once more by h1: nothing was answered on it
             conn = await self.h1.post(
-                self.target(endpoint), data, h1.header_lines(extra) if extra else b""
+                self.target(endpoint), data, h1.header_lines(headers) if headers else b""
             )
         except h1.ConnectFailed as exc:  # refused, unreachable, unknown host
             self.forget_models()
