@@ -27,12 +27,12 @@ from app.model_manager.gate import ModelSwitching
 from app.model_manager.hardware import HardwareInfo
 from app.model_manager.manager import (
     IncompatibleHardware,
-    InvalidProfiles,
     ModelManager,
     ModelStatus,
     SwitchRecord,
+    read_profiles,
 )
-from app.model_manager.profiles import ModelProfile, ProfilesInvalid, load_profiles
+from app.model_manager.profiles import ModelProfile
 from app.services.upstream import ServedModel, UpstreamClient
 
 log = structlog.get_logger()
@@ -229,20 +229,12 @@ class Fleet:
         """Re-read the profiles file for every member (the default one's in every gateway
         process, see `ModelManager.reload_everywhere`); refused (nothing changes) when a
         profile one of them serves is missing from it."""
-        try:
-            profiles = load_profiles(self.settings.model_profiles_path)
-        except ProfilesInvalid as exc:
-            raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
+        profiles = read_profiles(self.settings)  # once, for every member
+        for slot in self.slots:  # every member's check first: refused, nothing changes
+            slot.check_profiles(profiles)
+        reloaded = await self.primary.reload_everywhere(profiles)
         for slot in self.slots[1:]:
-            for held in _held(slot):  # what it serves, and what a switch of it is starting
-                if held not in profiles:
-                    raise InvalidProfiles(
-                        f"profiles not reloaded: the profile {held!r} a member serves or is "
-                        "starting is missing from the file (switch away from it first)"
-                    )
-        reloaded = await self.primary.reload_everywhere()
-        for slot in self.slots[1:]:
-            slot.reload_profiles()
+            slot.reload_profiles(profiles)
         return reloaded
 
     # --- views --------------------------------------------------------------------------------

@@ -97,6 +97,14 @@ class InvalidProfiles(AppError):
     status_code, code = 422, "invalid_profiles"
 
 
+def read_profiles(settings: Settings) -> dict[str, ModelProfile]:
+    """The profiles file, read anew; an invalid one is a 422 and the old profiles stay."""
+    try:
+        return load_profiles(settings.model_profiles_path)
+    except ProfilesInvalid as exc:
+        raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
+
+
 class ModelManager:
     def __init__(
         self,
@@ -765,11 +773,20 @@ class ModelManager:
             self.machine.move(op, ANY, ModelStatus.ERROR)
 
     # --- profiles -----------------------------------------------------------------------------
-    def reload_profiles(self) -> dict[str, ModelProfile]:
-        try:
-            profiles = load_profiles(self.settings.model_profiles_path)
-        except ProfilesInvalid as exc:
-            raise InvalidProfiles(f"profiles not reloaded, the old ones stay: {exc}") from exc
+    def reload_profiles(
+        self, profiles: dict[str, ModelProfile] | None = None
+    ) -> dict[str, ModelProfile]:
+        """Take the profiles file's new contents (`profiles`: already read by the caller), unless
+        what this manager serves or is starting is missing from it (422, nothing changes)."""
+        if profiles is None:
+            profiles = read_profiles(self.settings)
+        self.check_profiles(profiles)
+        self.profiles, self.profiles_error = profiles, None
+        log.info("model profiles reloaded", count=len(profiles))
+        return profiles
+
+    def check_profiles(self, profiles: dict[str, ModelProfile]) -> None:
+        """Refuse new profiles without the one this manager serves or a switch is starting."""
         if self.current_profile is not None and self.current_profile not in profiles:
             raise InvalidProfiles(
                 f"profiles not reloaded: the running profile {self.current_profile!r} is missing "
@@ -781,14 +798,13 @@ class ModelManager:
                 f"profiles not reloaded: the profile {switch.target!r} a switch is starting is "
                 "missing from the file (reload once the switch has ended)"
             )
-        self.profiles, self.profiles_error = profiles, None
-        log.info("model profiles reloaded", count=len(profiles))
-        return profiles
 
-    async def reload_everywhere(self) -> dict[str, ModelProfile]:
+    async def reload_everywhere(
+        self, profiles: dict[str, ModelProfile] | None = None
+    ) -> dict[str, ModelProfile]:
         """Reload here (refused with the reason, as before), then in every gateway process: the
         acting one counts a new generation in its shared state and the others reload on it."""
-        profiles = self.reload_profiles()
+        profiles = self.reload_profiles(profiles)
         if self.acting:
             self.profiles_generation += 1
             self.coordinator.publish(views.shared_snapshot(self))

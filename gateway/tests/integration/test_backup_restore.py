@@ -298,30 +298,39 @@ exit 1
 """
 
 
+def _fake_docker(tmp_path: Path, url: str, **extra: str) -> tuple[dict[str, str], Path]:
+    """A stand-in `docker` first on PATH (it logs its calls to the returned file and runs the
+    database commands against `url`), and the environment the scripts need to use it."""
+    from tests.conftest import GATEWAY_DIR
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(FAKE_DOCKER)
+    (bindir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    env = {
+        "DEPLOY_MODE": "compose",
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "FAKE_DOCKER_LOG": str(log),
+        "FAKE_PG_DB": url.rsplit("/", 1)[1],
+        "FAKE_DB_URL": url,
+        "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
+        **extra,
+    }
+    return env, log
+
+
 async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) -> None:
     """The compose path's commands, with a stand-in `docker` (no images can be pulled here):
     pg_dump/psql/pg_restore run as `compose exec -T postgres`, the gateway is stopped for the
     restore, the database migrated with `compose run gateway`, and the gateway started again."""
-    from tests.conftest import GATEWAY_DIR, require_postgres
+    from tests.conftest import require_postgres
 
     require_postgres()
     url = await create_pg_database("gw_compose_bk")
     try:
         await _some_data(url, tmp_path)
-        bindir = tmp_path / "bin"
-        bindir.mkdir()
-        (bindir / "docker").write_text(FAKE_DOCKER)
-        (bindir / "docker").chmod(0o755)
-        log = tmp_path / "docker.log"
-        env = {
-            "DEPLOY_MODE": "compose",
-            "PATH": f"{bindir}:{os.environ['PATH']}",
-            "FAKE_DOCKER_LOG": str(log),
-            "FAKE_PG_DB": url.rsplit("/", 1)[1],
-            "FAKE_DB_URL": url,
-            "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
-            "FAKE_GATEWAY_RUNNING": "1",
-        }
+        env, log = _fake_docker(tmp_path, url, FAKE_GATEWAY_RUNNING="1")
         rc, stdout, stderr = await _script(
             "backup.sh", "", "--out", str(tmp_path / "b"), env_extra=env
         )
@@ -354,7 +363,7 @@ async def test_compose_mode_goes_through_the_postgres_container(tmp_path: Path) 
 async def test_compose_mode_from_a_checkout_whose_path_has_spaces(tmp_path: Path) -> None:
     """The compose file's path was handed to dbbackup.py inside one string that it split on
     spaces: in a checkout at `/srv/my repo` every compose backup and restore failed."""
-    from tests.conftest import GATEWAY_DIR, require_postgres
+    from tests.conftest import require_postgres
 
     require_postgres()
     url = await create_pg_database("gw_compose_sp")
@@ -364,19 +373,7 @@ async def test_compose_mode_from_a_checkout_whose_path_has_spaces(tmp_path: Path
         repo.mkdir()
         for name in ("scripts", "gateway", "docker-compose.yml"):
             (repo / name).symlink_to(REPO_DIR / name)
-        bindir = tmp_path / "bin"
-        bindir.mkdir()
-        (bindir / "docker").write_text(FAKE_DOCKER)
-        (bindir / "docker").chmod(0o755)
-        log = tmp_path / "docker.log"
-        env = {
-            "DEPLOY_MODE": "compose",
-            "PATH": f"{bindir}:{os.environ['PATH']}",
-            "FAKE_DOCKER_LOG": str(log),
-            "FAKE_PG_DB": url.rsplit("/", 1)[1],
-            "FAKE_DB_URL": url,
-            "FAKE_GATEWAY_DIR": str(GATEWAY_DIR),
-        }
+        env, log = _fake_docker(tmp_path, url)
         out = tmp_path / "b"
         rc, stdout, stderr = await _script(
             "backup.sh", "", "--out", str(out), env_extra=env, repo=repo

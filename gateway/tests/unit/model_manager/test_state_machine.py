@@ -173,11 +173,8 @@ async def test_a_crash_right_after_a_switch_is_restarted_once(rig: Any) -> None:
     assert r.runtime.starts == ["a", "b", "b"]
 
 
-async def test_leader_loss_mid_switch_and_the_next_holder_finishes_it(rig: Any) -> None:
-    """The acting process loses its lease while the target loads: it stops at once (no more
-    runtime actions, its gate stays closed until the next holder's state arrives); the next
-    holder takes the switch over from the shared snapshot, adopts the server that is loading
-    instead of starting it again, and ends it running."""
+async def _acting_and_switch_loading(rig: Any) -> tuple[FakeRuntime, FakeCoordinator, Any]:
+    """An acting process serving a, switching to b, and b loading (for half a second)."""
     runtime = FakeRuntime()
     runtime.load_delay_s["b"] = 0.5
     first = FakeCoordinator()
@@ -189,6 +186,15 @@ async def test_leader_loss_mid_switch_and_the_next_holder_finishes_it(rig: Any) 
         timeout=5,
         interval=0.005,
     )
+    return runtime, first, r1
+
+
+async def test_leader_loss_mid_switch_and_the_next_holder_finishes_it(rig: Any) -> None:
+    """The acting process loses its lease while the target loads: it stops at once (no more
+    runtime actions, its gate stays closed until the next holder's state arrives); the next
+    holder takes the switch over from the shared snapshot, adopts the server that is loading
+    instead of starting it again, and ends it running."""
+    runtime, first, r1 = await _acting_and_switch_loading(rig)
     first.is_acting = False
     await r1.manager.on_lost()
     assert not r1.manager.gate.is_open  # still closed: the switch is not over
@@ -218,17 +224,7 @@ async def test_the_shared_state_wiped_mid_switch_is_not_stuck(rig: Any, who: str
     knows (the switch in progress), adopts b and ends it running. Before: `on_elected(None)`
     tried a first start, which the operation it mirrored refused, and published nothing: every
     process showed `switching` for ever with its gate closed (503 for every chat)."""
-    runtime = FakeRuntime()
-    runtime.load_delay_s["b"] = 0.5
-    first = FakeCoordinator()
-    r1 = await rig(runtime=runtime, coordinator=first)
-    await r1.running("a")
-    await r1.manager.request_switch("b")
-    await wait_until(
-        lambda: r1.manager.switch is not None and r1.manager.switch.phase.value == "loading",
-        timeout=5,
-        interval=0.005,
-    )
+    runtime, first, r1 = await _acting_and_switch_loading(rig)
     snapshot = json.loads(json.dumps(first.published[-1]))
     first.is_acting = False
     await r1.manager.on_lost()
