@@ -7,7 +7,8 @@ Content-Length, close-delimited, dropping idle connections, dropping mid-answer,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -41,6 +42,26 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | No
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     return head, await reader.readexactly(length)
+
+
+class Rig:
+    """A server on a free port, a pool and the target URL; `accepted` counts connections."""
+
+    def __init__(self, server: asyncio.Server, url: str, accepted: list[int], limit: int) -> None:
+        self.server, self.url, self.accepted = server, url, accepted
+        self.pool = h1.H1Pool(limit, 2.0)
+        self.target = h1.Target(url)
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler, limit: int = 10) -> AsyncIterator[Rig]:
+    server, url, accepted = await serve(handler)
+    rig = Rig(server, url, accepted, limit)
+    try:
+        yield rig
+    finally:
+        rig.pool.close()
+        server.close()
 
 
 async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
@@ -81,19 +102,17 @@ async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWri
 
 @run_both
 async def test_streams_and_reuses_one_connection() -> None:
-    server, url, accepted = await serve(keep_answering)
-    pool = h1.H1Pool(10, 2.0)
-    target = h1.Target(url)
-    for i in range(3):
-        conn = await pool.post(target, b"body%d" % i, h1.header_lines({"x-request-id": "r1"}))
-        assert conn.status == 200
-        data = await conn.read()
-        assert data == b"data: one\n\ndata: body%d\n\ndata: [DONE]\n\n" % i
-        conn.release()
-    assert len(accepted) == 1  # keep-alive: one connection for the three
-    assert pool.open_connections == 1
-    pool.close()
-    server.close()
+    async with serving(keep_answering) as rig:
+        for i in range(3):
+            conn = await rig.pool.post(
+                rig.target, b"body%d" % i, h1.header_lines({"x-request-id": "r1"})
+            )
+            assert conn.status == 200
+            data = await conn.read()
+            assert data == b"data: one\n\ndata: body%d\n\ndata: [DONE]\n\n" % i
+            conn.release()
+        assert len(rig.accepted) == 1  # keep-alive: one connection for the three
+        assert rig.pool.open_connections == 1
 
 
 @run_both
@@ -107,21 +126,18 @@ async def test_request_head_and_body_as_sent() -> None:
         writer.write(sized(b"{}"))
         await writer.drain()
 
-    server, url, _ = await serve(record)
-    pool = h1.H1Pool(10, 2.0)
-    conn = await pool.post(h1.Target(url), b'{"a":1}', h1.header_lines({"x-request-id": "abc"}))
-    assert await conn.read() == b"{}"
-    conn.release()
-    head, body = got[0]
-    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
-    lines = head.lower().split(b"\r\n")
-    assert b"content-type: application/json" in lines
-    assert b"content-length: 7" in lines
-    assert b"x-request-id: abc" in lines
-    assert any(line.startswith(b"host: 127.0.0.1:") for line in lines)
-    assert body == b'{"a":1}'
-    pool.close()
-    server.close()
+    async with serving(record) as rig:
+        conn = await rig.pool.post(rig.target, b'{"a":1}', h1.header_lines({"x-request-id": "abc"}))
+        assert await conn.read() == b"{}"
+        conn.release()
+        head, body = got[0]
+        assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        lines = head.lower().split(b"\r\n")
+        assert b"content-type: application/json" in lines
+        assert b"content-length: 7" in lines
+        assert b"x-request-id: abc" in lines
+        assert any(line.startswith(b"host: 127.0.0.1:") for line in lines)
+        assert body == b'{"a":1}'
 
 
 @run_both
@@ -136,18 +152,15 @@ async def test_chunks_arrive_as_they_are_sent() -> None:
         writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
         await writer.drain()
 
-    server, url, _ = await serve(slow)
-    pool = h1.H1Pool(10, 2.0)
-    conn = await pool.post(h1.Target(url), b"{}")
-    assert await conn.chunk() == b"first"  # before the rest exists
-    assert not conn.done
-    go_on.set()
-    assert await conn.chunk() == b"second"
-    assert await conn.chunk() == b""
-    assert conn.done
-    conn.release()
-    pool.close()
-    server.close()
+    async with serving(slow) as rig:
+        conn = await rig.pool.post(rig.target, b"{}")
+        assert await conn.chunk() == b"first"  # before the rest exists
+        assert not conn.done
+        go_on.set()
+        assert await conn.chunk() == b"second"
+        assert await conn.chunk() == b""
+        assert conn.done
+        conn.release()
 
 
 @run_both
@@ -161,17 +174,13 @@ async def test_dropped_idle_connection_is_sent_on_once_more() -> None:
             writer.write(sized(b"ok"))
             await writer.drain()
 
-    server, url, accepted = await serve(one_answer_then_close)
-    pool = h1.H1Pool(10, 2.0)
-    target = h1.Target(url)
-    for _ in range(3):
-        conn = await pool.post(target, b"{}")
-        assert await conn.read() == b"ok"
-        conn.release()
-        await asyncio.sleep(0)
-    assert len(accepted) == 3
-    pool.close()
-    server.close()
+    async with serving(one_answer_then_close) as rig:
+        for _ in range(3):
+            conn = await rig.pool.post(rig.target, b"{}")
+            assert await conn.read() == b"ok"
+            conn.release()
+            await asyncio.sleep(0)
+        assert len(rig.accepted) == 3
 
 
 @run_both
@@ -181,13 +190,10 @@ async def test_answer_delimited_by_close() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
         await writer.drain()
 
-    server, url, _ = await serve(http10)
-    pool = h1.H1Pool(10, 2.0)
-    conn = await pool.post(h1.Target(url), b"{}")
-    assert await conn.read() == b"all of it"
-    conn.release()
-    pool.close()
-    server.close()
+    async with serving(http10) as rig:
+        conn = await rig.pool.post(rig.target, b"{}")
+        assert await conn.read() == b"all of it"
+        conn.release()
 
 
 @run_both
@@ -197,17 +203,14 @@ async def test_drop_mid_answer_is_an_error_after_what_arrived() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\npart\r\n")
         await writer.drain()
 
-    server, url, _ = await serve(drop)
-    pool = h1.H1Pool(10, 2.0)
-    conn = await pool.post(h1.Target(url), b"{}")
-    assert await conn.chunk() == b"part"
-    with pytest.raises(ConnectionError):
-        while await conn.chunk():
-            pass
-    conn.release()  # not reusable: closed, not pooled
-    assert pool.open_connections == 0
-    pool.close()
-    server.close()
+    async with serving(drop) as rig:
+        conn = await rig.pool.post(rig.target, b"{}")
+        assert await conn.chunk() == b"part"
+        with pytest.raises(ConnectionError):
+            while await conn.chunk():
+                pass
+        conn.release()  # not reusable: closed, not pooled
+        assert rig.pool.open_connections == 0
 
 
 @run_both
@@ -215,13 +218,10 @@ async def test_closed_before_answering_on_a_new_connection_is_an_error() -> None
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
 
-    server, url, accepted = await serve(hang_up)
-    pool = h1.H1Pool(10, 2.0)
-    with pytest.raises(h1.ClosedBeforeAnswer):
-        await pool.post(h1.Target(url), b"{}")
-    assert len(accepted) == 1  # a new connection is not tried twice
-    pool.close()
-    server.close()
+    async with serving(hang_up) as rig:
+        with pytest.raises(h1.ClosedBeforeAnswer):
+            await rig.pool.post(rig.target, b"{}")
+        assert len(rig.accepted) == 1  # a new connection is not tried twice
 
 
 @run_both
@@ -232,12 +232,9 @@ async def test_garbage_is_a_protocol_error() -> None:
         await writer.drain()
         await asyncio.sleep(1)
 
-    server, url, _ = await serve(garbage)
-    pool = h1.H1Pool(10, 2.0)
-    with pytest.raises(h1.ProtocolError):
-        await pool.post(h1.Target(url), b"{}")
-    pool.close()
-    server.close()
+    async with serving(garbage) as rig:
+        with pytest.raises(h1.ProtocolError):
+            await rig.pool.post(rig.target, b"{}")
 
 
 @run_both
@@ -258,16 +255,13 @@ async def test_error_status_body_is_read() -> None:
             writer.write(sized(b'{"error":{"message":"bad"}}', 400))
             await writer.drain()
 
-    server, url, accepted = await serve(refuse)
-    pool = h1.H1Pool(10, 2.0)
-    for _ in range(2):
-        conn = await pool.post(h1.Target(url), b"{}")
-        assert conn.status == 400
-        assert await conn.read() == b'{"error":{"message":"bad"}}'
-        conn.release()
-    assert len(accepted) == 1
-    pool.close()
-    server.close()
+    async with serving(refuse) as rig:
+        for _ in range(2):
+            conn = await rig.pool.post(rig.target, b"{}")
+            assert conn.status == 400
+            assert await conn.read() == b'{"error":{"message":"bad"}}'
+            conn.release()
+        assert len(rig.accepted) == 1
 
 
 @run_both
@@ -280,24 +274,20 @@ async def test_limit_makes_the_next_request_wait_for_a_connection() -> None:
             writer.write(sized(b"ok"))
             await writer.drain()
 
-    server, url, accepted = await serve(held)
-    pool = h1.H1Pool(1, 2.0)
-    target = h1.Target(url)
-    first = asyncio.ensure_future(pool.post(target, b"{}"))
-    second = asyncio.ensure_future(pool.post(target, b"{}"))
-    await asyncio.sleep(0.05)
-    assert not first.done() and not second.done()
-    assert pool.open_connections == 1
-    release.set()
-    conn = await first
-    assert await conn.read() == b"ok"
-    conn.release()  # the one connection goes to the waiting request
-    conn2 = await second
-    assert await conn2.read() == b"ok"
-    conn2.release()
-    assert len(accepted) == 1
-    pool.close()
-    server.close()
+    async with serving(held, limit=1) as rig:
+        first = asyncio.ensure_future(rig.pool.post(rig.target, b"{}"))
+        second = asyncio.ensure_future(rig.pool.post(rig.target, b"{}"))
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        assert rig.pool.open_connections == 1
+        release.set()
+        conn = await first
+        assert await conn.read() == b"ok"
+        conn.release()  # the one connection goes to the waiting request
+        conn2 = await second
+        assert await conn2.read() == b"ok"
+        conn2.release()
+        assert len(rig.accepted) == 1
 
 
 @run_both
@@ -306,16 +296,14 @@ async def test_cancelled_while_waiting_closes_the_connection() -> None:
         await read_request(reader)
         await reader.read()  # until the client closes
 
-    server, url, _ = await serve(never)
-    pool = h1.H1Pool(10, 2.0)
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.1):
-            await pool.post(h1.Target(url), b"{}")
-    deadline = asyncio.get_running_loop().time() + 5
-    while pool.open_connections and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-    assert pool.open_connections == 0
-    server.close()
+    async with serving(never) as rig:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await rig.pool.post(rig.target, b"{}")
+        deadline = asyncio.get_running_loop().time() + 5
+        while rig.pool.open_connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert rig.pool.open_connections == 0
 
 
 def test_header_injection_is_refused() -> None:
