@@ -76,6 +76,19 @@ def compose_bin() -> Path:
     return COMPOSE_BIN
 
 
+def compose_env(engine: DockerEngine, project: str, **extra: str) -> dict[str, str]:
+    """The environment for `compose` on the test's engine: the classic builder (no buildx or
+    bake here), the project's name, the images' tag and the engine's socket for the proxy."""
+    return engine.env | {
+        "DOCKER_BUILDKIT": "0",
+        "COMPOSE_BAKE": "false",
+        "COMPOSE_PROJECT_NAME": project,
+        "IMAGE_TAG": "test",
+        "DOCKER_SOCKET": str(engine.socket),
+        **extra,
+    }
+
+
 def compose(
     *args: str,
     env: dict[str, str] | None = None,
@@ -387,13 +400,7 @@ def test_stack_builds_starts_and_chats_through_nginx(
     certs.mkdir()
     admin_password = secrets.token_urlsafe(12)
     project = f"vcs-test-{secrets.token_hex(4)}"
-    env = engine.env | {
-        "DOCKER_BUILDKIT": "0",
-        "COMPOSE_BAKE": "false",
-        "COMPOSE_PROJECT_NAME": project,
-        "IMAGE_TAG": "test",
-        "DOCKER_SOCKET": str(engine.socket),
-    }
+    env = compose_env(engine, project)
     override = tmp_path / "docker-compose.test.yml"
     files = (REPO_DIR / "docker-compose.yml", override)
 

@@ -29,6 +29,7 @@ from tests.integration.test_compose import (
     STACK_PACKAGES,
     compose,
     compose_bin,
+    compose_env,
     distinct_ports,
     serve_directory,
     wheelhouse,
@@ -134,6 +135,18 @@ def sim_profile(model: str) -> dict[str, Any]:
         "command": [*SIM_COMMAND, "--startup-delay-s", "0.3"],
         "ready_timeout_s": 60,
     }
+
+
+def two_sim_profiles(tmp_path: Path) -> Path:
+    """A profiles folder with two simulator profiles in Docker, sim-a and sim-b."""
+    profiles_dir = tmp_path / "profiles"
+    profiles_dir.mkdir()
+    (profiles_dir / "profiles.yaml").write_text(
+        yaml.safe_dump(
+            {"profiles": {"sim-a": sim_profile("sim-model-a"), "sim-b": sim_profile("sim-model-b")}}
+        )
+    )
+    return profiles_dir
 
 
 def test_compose_logging_limits_on_every_service() -> None:
@@ -256,23 +269,14 @@ def test_compose_docker_runtime_switch_status_stop_and_up_again(
     project = f"vcs-managed-{secrets.token_hex(3)}"
     container = f"{project}-vllm"
     admin_password = secrets.token_urlsafe(12)
-    profiles_dir = tmp_path / "profiles"
-    profiles_dir.mkdir()
-    (profiles_dir / "profiles.yaml").write_text(
-        yaml.safe_dump(
-            {"profiles": {"sim-a": sim_profile("sim-model-a"), "sim-b": sim_profile("sim-model-b")}}
-        )
-    )
+    profiles_dir = two_sim_profiles(tmp_path)
     override = tmp_path / "docker-compose.managed.yml"
     files = (REPO_DIR / "docker-compose.yml", override)
-    env = engine.env | {
-        "DOCKER_BUILDKIT": "0",
-        "COMPOSE_BAKE": "false",
-        "COMPOSE_PROJECT_NAME": project,
-        "IMAGE_TAG": "test",
-        "DOCKER_SOCKET": str(engine.socket),
-        "HF_CACHE_DIR": str(tmp_path / "hf-cache"),
-    }
+    env = compose_env(
+        engine,
+        project,
+        HF_CACHE_DIR=str(tmp_path / "hf-cache"),
+    )
     # the operator's scripts on the same engine, files and project
     script_env = env | {
         "DEPLOY_MODE": "compose",

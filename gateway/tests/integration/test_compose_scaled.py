@@ -44,10 +44,11 @@ from tests.integration.test_compose import (
     REPO_DIR,
     STACK_PACKAGES,
     compose,
+    compose_env,
     serve_directory,
     wheelhouse,
 )
-from tests.integration.test_compose_managed import sim_profile
+from tests.integration.test_compose_managed import two_sim_profiles
 
 SERVICES = ("vllm", "gateway", "nginx", "postgres", "redis", "docker-proxy")
 REPLICAS = 3
@@ -264,13 +265,7 @@ def test_compose_gateway_scaled_to_three_behind_nginx(
     project = f"vcs-scaled-{secrets.token_hex(3)}"
     container = f"{project}-vllm"
     admin_password = secrets.token_urlsafe(12)
-    profiles_dir = tmp_path / "profiles"
-    profiles_dir.mkdir()
-    (profiles_dir / "profiles.yaml").write_text(
-        yaml.safe_dump(
-            {"profiles": {"sim-a": sim_profile("sim-model-a"), "sim-b": sim_profile("sim-model-b")}}
-        )
-    )
+    profiles_dir = two_sim_profiles(tmp_path)
     certs = tmp_path / "certs"
     certs.mkdir()
     subnet = free_subnet()
@@ -278,20 +273,17 @@ def test_compose_gateway_scaled_to_three_behind_nginx(
     nginx_ip = str(hosts[9])  # .10, below the range the other containers get theirs from
     override = tmp_path / "docker-compose.scaled.yml"
     files = (REPO_DIR / "docker-compose.yml", override)
-    env = engine.env | {
-        "DOCKER_BUILDKIT": "0",
-        "COMPOSE_BAKE": "false",
-        "COMPOSE_PROJECT_NAME": project,
-        "IMAGE_TAG": "test",
-        "DOCKER_SOCKET": str(engine.socket),
-        "HF_CACHE_DIR": str(tmp_path / "hf-cache"),
-        "GATEWAY_REPLICAS": str(REPLICAS),
-        "COMPOSE_SUBNET": str(subnet),
-        "COMPOSE_IP_RANGE": str(ipaddress.IPv4Network(f"{subnet.network_address + 128}/25")),
-        "NGINX_IP": nginx_ip,
-        "PROMETHEUS_IP": str(hosts[10]),
-        "VLLM_CONTAINER_NAME": container,
-    }
+    env = compose_env(
+        engine,
+        project,
+        HF_CACHE_DIR=str(tmp_path / "hf-cache"),
+        GATEWAY_REPLICAS=str(REPLICAS),
+        COMPOSE_SUBNET=str(subnet),
+        COMPOSE_IP_RANGE=str(ipaddress.IPv4Network(f"{subnet.network_address + 128}/25")),
+        NGINX_IP=nginx_ip,
+        PROMETHEUS_IP=str(hosts[10]),
+        VLLM_CONTAINER_NAME=container,
+    )
 
     def write(wheels_url: str) -> None:
         override.write_text(
