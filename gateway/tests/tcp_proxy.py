@@ -1,5 +1,7 @@
 """A TCP proxy the tests can cut and restore: a real outage as a client sees it (connections
-reset, new ones refused), without touching the shared server behind it."""
+reset, new ones refused), without touching the shared server behind it. It can also hold the
+server's replies back (`hold_replies`) until told (`release_replies`): a slow server, exactly
+when the test wants it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,15 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._replies = asyncio.Event()
+        self._replies.set()
+        self.held = 0  # replies from the server waiting for release_replies()
+
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
 
     @property
     def running(self) -> bool:
@@ -39,12 +50,18 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool = False
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if replies and not self._replies.is_set():
+                        self.held += 1
+                        await self._replies.wait()
+                        self.held -= 1
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, replies=True))
         self._writers -= {writer, up_writer}

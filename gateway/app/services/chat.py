@@ -42,7 +42,7 @@ from app.services.chat_stream import (
     StreamOutcome,
     server_shutting_down,
 )
-from app.services.rate_limiter import Admission, RateLimiter
+from app.services.rate_limiter import Admission, AdmitTicket, RateLimiter
 from app.services.upstream import Endpoint, ServedModel, UpstreamClient, UpstreamError
 from app.services.usage_recorder import UsageRecord, UsageRecorder
 
@@ -116,19 +116,30 @@ class ChatService:
         log_fields: dict[str, Any],
         endpoint: Endpoint = Endpoint.CHAT,
     ) -> ChatRelay:
-        """Everything up to the first byte to the model server; errors here are plain 4xx/5xx."""
+        """Everything up to the first byte to the model server; errors here are plain 4xx/5xx.
+
+        The rate limiter's verdict is asked for first. Where the limiter allows it (the user
+        was admitted with room to spare: `AdmitTicket.overlap`), an API request goes on to the
+        model server while the verdict is on its way, and the relay is handed back only once it
+        is in: a refused request is cancelled before anything of it reaches the client, and an
+        admitted one does not wait one Redis round trip more for its first token."""
         model: ServedModel | None = None
         conversation_id = None
+        ticket = self.limiter.begin(principal)
         admission: Admission | None = None
         entered = False
         member_gate: ServingGate | None = None  # another member of the set's (fleet.py)
+        relay: ChatRelay | None = None
         try:
-            admission = await self.limiter.admit(principal)
+            if not ticket.overlap:
+                admission = await self.limiter.settle(ticket)
             body = parse_json_object(raw_body)
             # during a model switch: wait for the new model (or 503 model_switching)
             await self.gate.enter(self.settings.switch_wait_s)
             entered = True
             if ui:
+                if admission is None:  # nothing is stored for a request that is refused
+                    admission = await self.limiter.settle(ticket)
                 model, unavailable = await self._resolve_for_ui(body.get("model"))
                 req = ui_request(body, model, self.settings)
                 exchange = await self._begin(principal.user_id, req, model.id)
@@ -146,9 +157,22 @@ class ChatService:
                 await model.client.member_gate.enter(self.settings.switch_wait_s)
                 member_gate = model.client.member_gate
             bound = bound_generation(req, self._bounds(model), model, self.settings)
-            # every answer asked for (`n`, several prompts) may run to the bound
-            await self.limiter.reserve(admission, bound * answer_count(req))
-        except AppError as err:
+            if admission is not None:
+                # every answer asked for (`n`, several prompts) may run to the bound
+                await self.limiter.reserve(admission, bound * answer_count(req))
+            relay = self._relay(principal, model, exchange, req, ui, request_id, log_fields, ticket)
+            if admission is None:  # overlap (never with a token budget: nothing to reserve)
+                await relay.start_early()
+                admission = await self.limiter.settle(ticket)
+        except AppError as exc:
+            err = exc
+            if relay is not None:
+                relay.abandon()
+            if admission is None:  # the verdict comes first: a refusal is the answer
+                try:
+                    admission = await self.limiter.settle(ticket)
+                except AppError as refusal:
+                    err = refusal
             if entered:
                 self.gate.leave()
             if member_gate is not None:
@@ -167,21 +191,48 @@ class ChatService:
                 status=err.status_code if ui else openai_status(err.status_code),  # as answered
                 error=err.code,
             )
-            raise
+            if err is exc:
+                raise
+            raise err from exc
         except BaseException:
+            if relay is not None:
+                relay.abandon()
             if entered:  # a database outage in store.begin, a cancelled request, ...
                 self.gate.leave()
             if member_gate is not None:
                 member_gate.leave()
-            if admission is not None:  # its stream slot and token reservation go back
-                self.spawn(self.limiter.release(admission, None))
+            # its stream slot and token reservation go back (once the verdict is in)
+            self.spawn(self._release_unused(ticket, admission))
             raise
+        relay.extra_headers.update(admission.headers)
+        return relay
+
+    async def _release_unused(self, ticket: AdmitTicket, admission: Admission | None) -> None:
+        if admission is None:
+            try:
+                admission = await self.limiter.settle(ticket)
+            except AppError:
+                return  # refused: it holds nothing
+        await self.limiter.release(admission, None)
+
+    def _relay(
+        self,
+        principal: Principal,
+        model: ServedModel,
+        exchange: Exchange,
+        req: ChatRequest,
+        ui: bool,
+        request_id: str | None,
+        log_fields: dict[str, Any],
+        ticket: AdmitTicket,
+    ) -> ChatRelay:
         log_fields["model"] = model.id
         if self.settings.log_content and req.messages:  # user data: off unless LOG_CONTENT=true
             log_fields["prompt"] = message_text(req.messages[-1].get("content"))
-        headers = dict(admission.headers)
+        headers: dict[str, str] = {}
         if exchange.conversation_id is not None:
             headers["X-Conversation-ID"] = exchange.conversation_id
+        member_gate = model.client.member_gate if model.client is not None else None
 
         def on_finish(outcome: StreamOutcome) -> None:
             self.gate.leave()
@@ -189,7 +240,8 @@ class ChatService:
                 member_gate.leave()
             self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
             tokens = (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
-            self.spawn(self.limiter.release(admission, tokens))
+            if ticket.admission is not None:  # admitted before the relay could run
+                self.spawn(self.limiter.release(ticket.admission, tokens))
 
         return ChatRelay(
             model.client or self.upstream,  # several models at once: the server of this one

@@ -34,6 +34,7 @@ from app.services.chat_request import ChatRequest
 from app.services.upstream import (
     Answer,
     Endpoint,
+    Sending,
     UpstreamClient,
     UpstreamError,
     error_detail,
@@ -200,6 +201,20 @@ class ChatRelay(Response):
         self._delivered = False  # the bytes ending with [DONE] were handed to the server
         self._pending: list[str] = []  # content deltas held back to merge (ui mode only)
         self._template: dict[str, Any] | None = None
+        self._early: Sending | None = None  # start_early()
+
+    async def start_early(self) -> None:
+        """Send the request to the model server now, before this response is called (the rate
+        limiter's verdict is still on its way); `abandon()` it if the request is refused."""
+        self._early = await self.upstream.send(
+            self.request.endpoint, orjson.dumps(self.request.body), self.request_id
+        )
+
+    def abandon(self) -> None:
+        """The request was refused after `start_early`: drop it (vLLM aborts it)."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.close()
 
     def stop(self, err: UpstreamError) -> None:
         """End this answer now (shutdown, time limit): error event + [DONE], stored as cut."""
@@ -270,6 +285,7 @@ class ChatRelay(Response):
             if self.request.stream:
                 ACTIVE_STREAMS.dec()
             watcher.cancel()
+            self.abandon()  # started early and never read (nothing else came first)
             if self._upstream is not None:
                 self._upstream.close()  # drops the upstream connection: vLLM aborts the generation
             self.outcome.latency_ms = int((time.perf_counter() - self._started) * 1000)
@@ -308,9 +324,17 @@ class ChatRelay(Response):
         await send({"type": "http.response.body", "body": body})
 
     async def _post(self) -> Answer:
-        self._upstream = await self.upstream.post(
-            self.request.endpoint, orjson.dumps(self.request.body), self.request_id
-        )
+        early, self._early = self._early, None
+        if early is not None:
+            try:
+                self._upstream = await early.answer()
+            except BaseException:
+                early.close()
+                raise
+        else:
+            self._upstream = await self.upstream.post(
+                self.request.endpoint, orjson.dumps(self.request.body), self.request_id
+            )
         return self._upstream
 
     def _ttft(self, answer: bool = True) -> None:

@@ -268,6 +268,39 @@ class Conn(asyncio.Protocol):
             self.transport.close()
 
 
+class Sent:
+    """A request written to its connection (`H1Pool.send`), its answer not waited for yet."""
+
+    __slots__ = ("_head", "conn", "data", "pool", "reused", "target")
+
+    def __init__(self, pool: H1Pool, target: Target, data: bytes, conn: Conn, reused: bool) -> None:
+        self.pool, self.target, self.data = pool, target, data
+        self.conn, self.reused = conn, reused
+        self._head = conn.send(data)
+
+    async def answer(self) -> Conn:
+        """The connection, once the answer's head has arrived. A reused connection that the
+        server had dropped before answering anything is replaced and the request sent again."""
+        while True:
+            try:
+                await self._head
+            except ClosedBeforeAnswer:
+                if not self.reused:
+                    raise
+                self.conn, self.reused = await self.pool._acquire(self.target)
+                self.reused = False  # sent once more at most: on a new connection
+                self._head = self.conn.send(self.data)
+                continue
+            except BaseException:  # cancelled, timed out, failed: the connection's state is unknown
+                self.conn.abort()
+                raise
+            return self.conn
+
+    def abort(self) -> None:
+        """Not wanted after all: close the connection (the server drops the request)."""
+        self.conn.abort()
+
+
 class H1Pool:
     """Keep-alive connections per (host, port, tls); at most `limit` open at once."""
 
@@ -288,21 +321,14 @@ class H1Pool:
     async def post(self, target: Target, body: bytes, headers: bytes = b"") -> Conn:
         """Send a POST; returns its connection once the answer's head has arrived (`status`).
         The caller reads it (`chunk`, `read`) and then `release`s or `abort`s it."""
+        return await (await self.send(target, body, headers)).answer()
+
+    async def send(self, target: Target, body: bytes, headers: bytes = b"") -> Sent:
+        """Send a POST and return at once (waiting only for a connection): `Sent.answer()`
+        waits for the head. Between the two, the caller may wait for something else."""
         data = b"".join((target.head, headers, b"content-length: %d\r\n\r\n" % len(body), body))
-        for attempt in (0, 1):
-            conn, reused = await self._acquire(target)
-            head = conn.send(data)
-            try:
-                await head
-            except ClosedBeforeAnswer:
-                if reused and attempt == 0:
-                    continue  # an idle connection the server had dropped: once more, anew
-                raise
-            except BaseException:  # cancelled, timed out, failed: the connection's state is unknown
-                conn.abort()
-                raise
-            return conn
-        raise AssertionError("unreachable")
+        conn, reused = await self._acquire(target)
+        return Sent(self, target, data, conn, reused)
 
     async def _acquire(self, target: Target) -> tuple[Conn, bool]:
         idle = self._idle.get(target.key)

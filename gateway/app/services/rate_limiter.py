@@ -18,8 +18,10 @@ used to cost nothing at all).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +32,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
 from app.core.config import Settings
-from app.core.errors import RateLimited, ServiceUnavailable
+from app.core.errors import AppError, RateLimited, ServiceUnavailable
 from app.core.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORE_ERRORS
 from app.services.auth import Principal
 from app.services.redis_pipeliner import RedisPipeliner
@@ -38,10 +40,13 @@ from app.services.redis_pipeliner import RedisPipeliner
 log = structlog.get_logger()
 
 WINDOW_S = 60
+OVERLAP_ROOM = 2  # overlap only while more than this is left beyond what is in flight
+ROOM_USERS = 10_000
 STREAM_SLOT_TTL_S = 3600  # a crashed process's slots free themselves after an hour
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# returns {verdict, count, ttl}: 0 admitted, 1 requests/minute, 2 streams, 3 tokens/day
+# returns {verdict, count, ttl[, open streams]}:
+# 0 admitted, 1 requests/minute, 2 streams, 3 tokens/day
 _ADMIT_LUA = """
 local rpm_limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local streams_limit, slot_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -57,15 +62,16 @@ if rpm_limit > 0 then
   ttl = redis.call('TTL', KEYS[1])
   if count > rpm_limit then return {1, count, ttl} end
 end
+local open = 0
 if streams_limit > 0 then
-  local open = redis.call('INCR', KEYS[2])
+  open = redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], slot_ttl)
   if open > streams_limit then
     redis.call('DECR', KEYS[2])
     return {2, open - 1, 1}
   end
 end
-return {0, count, ttl}
+return {0, count, ttl, open}
 """
 
 
@@ -92,6 +98,22 @@ class Admission:
     tokens_key: str | None = None
 
 
+@dataclass(slots=True)
+class AdmitTicket:
+    """An admission check under way (`RateLimiter.begin`); `settle` it exactly once."""
+
+    user_id: int
+    quota: Quota
+    overlap: bool = False
+    in_flight: bool = False  # counted in RateLimiter._overlapping until settled
+    admission: Admission | None = None  # admitted (or nothing to check)
+    refusal: AppError | None = None  # refused: `settle` raises it again
+    verdict: tuple[int, int, int, int] | None = None  # in-memory counters: known at once
+    future: asyncio.Future[list[Any]] | None = None
+    keys: list[str] = field(default_factory=list)
+    args: list[int] = field(default_factory=list)
+
+
 class RateLimiter:
     def __init__(self, settings: Settings, redis: Redis | None) -> None:
         self.settings = settings
@@ -100,6 +122,8 @@ class RateLimiter:
         self._pipeliner = RedisPipeliner(redis) if redis is not None else None
         self._admit_sha = hashlib.sha1(_ADMIT_LUA.encode()).hexdigest()  # noqa: S324 - Redis's script id
         self._memory = _MemoryCounters()
+        self._room: dict[int, int] = {}  # user -> requests/streams left at the last verdict
+        self._overlapping: dict[int, int] = {}  # user -> checks in flight with overlap
         self.rejections: dict[str, int] = {
             "requests_per_minute": 0,
             "streams": 0,
@@ -128,30 +152,79 @@ class RateLimiter:
             f"{self.prefix}:tokens:{user_id}:{day}",
         ]
 
-    async def admit(self, principal: Principal) -> Admission:
-        """Count the request against the user's limits; raise RateLimited (429) when over."""
+    def begin(self, principal: Principal) -> AdmitTicket:
+        """Send the admission check now (one Lua call, pipelined); `settle` gives its verdict.
+
+        `ticket.overlap` says the caller may start the upstream request before the verdict is
+        in: this process saw the user admitted with room to spare (OVERLAP_ROOM) for what is
+        in flight. The verdict is still the one rule: the request is answered only once it is
+        admitted, and a refused one is cancelled before a byte of it reaches the client; the
+        overlap only hides the round trip behind the model's time to first token."""
         quota = self.quota(principal)
-        admission = Admission(principal.user_id, quota)
+        ticket = AdmitTicket(principal.user_id, quota)
         if not self.settings.rate_limit_enabled or not any(
             (quota.requests_per_minute, quota.concurrent_streams, quota.tokens_per_day)
         ):
-            return admission
+            ticket.admission = Admission(principal.user_id, quota)
+            return ticket
         keys = self._keys(principal.user_id)
-        args = [
+        ticket.args = [
             quota.requests_per_minute,
             WINDOW_S,
             quota.concurrent_streams,
             STREAM_SLOT_TTL_S,
             quota.tokens_per_day,
         ]
-        try:
-            if self._pipeliner is not None:
-                verdict, count, ttl = (int(v) for v in await self._admit_redis(keys, args))
-            else:
-                verdict, count, ttl = self._memory.admit(keys, *args)
-        except REDIS_ERRORS as exc:
-            self._store_failed(exc)
-            return admission  # fail open (fail closed raised in _store_failed)
+        if self._pipeliner is None:
+            ticket.verdict = self._memory.admit(keys, *ticket.args)
+            return ticket
+        ticket.keys = keys
+        ticket.future = self._pipeliner.run(self._evalsha(keys, ticket.args))
+        room = self._room.get(principal.user_id)
+        in_flight = self._overlapping.get(principal.user_id, 0)
+        if room is not None and not quota.tokens_per_day and room - in_flight > OVERLAP_ROOM:
+            ticket.overlap = ticket.in_flight = True
+            self._overlapping[principal.user_id] = in_flight + 1
+        return ticket
+
+    async def admit(self, principal: Principal) -> Admission:
+        """Count the request against the user's limits; raise RateLimited (429) when over."""
+        return await self.settle(self.begin(principal))
+
+    async def settle(self, ticket: AdmitTicket) -> Admission:
+        """The verdict of `begin`: the Admission, or RateLimited (429) when over a limit (or
+        RateLimiterUnavailable with RATE_LIMIT_FAIL_CLOSED); asked again, the same verdict."""
+        if ticket.refusal is not None:
+            raise ticket.refusal
+        if ticket.admission is not None:
+            return ticket.admission
+        if ticket.in_flight:
+            ticket.in_flight = False
+            left = self._overlapping.pop(ticket.user_id, 1) - 1
+            if left > 0:
+                self._overlapping[ticket.user_id] = left
+        quota = ticket.quota
+        admission = Admission(ticket.user_id, quota)
+        if ticket.verdict is not None:
+            verdict, count, ttl, opened = ticket.verdict
+        else:
+            assert ticket.future is not None
+            try:
+                try:
+                    result = await ticket.future
+                except NoScriptError:  # Redis restarted without the script: load it again
+                    assert self._pipeliner is not None
+                    await self._pipeliner.redis.script_load(_ADMIT_LUA)
+                    result = await self._pipeliner.run(self._evalsha(ticket.keys, ticket.args))
+                verdict, count, ttl, opened = (int(v) for v in (*result[0], 0)[:4])
+            except REDIS_ERRORS as exc:
+                try:
+                    self._store_failed(exc)
+                except AppError as refusal:  # fail closed
+                    ticket.refusal = refusal
+                    raise
+                ticket.admission = admission
+                return admission  # fail open
         if quota.requests_per_minute:
             admission.headers = {
                 "X-RateLimit-Limit": str(quota.requests_per_minute),
@@ -160,7 +233,10 @@ class RateLimiter:
             }
         if verdict == 0:
             admission.holds_stream_slot = quota.concurrent_streams > 0
+            self._note_room(ticket.user_id, quota, count, opened)
+            ticket.admission = admission
             return admission
+        self._room.pop(ticket.user_id, None)
         reason, unit, limit, wait = {
             1: ("requests_per_minute", ("request", "per minute"), quota.requests_per_minute, ttl),
             2: ("streams", ("answer", "at once"), quota.concurrent_streams, 1),
@@ -176,9 +252,30 @@ class RateLimiter:
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": str(wait),
         }
-        raise RateLimited(
+        ticket.refusal = RateLimited(
             f"rate limit reached: at most {limit} {message}", retry_after_s=wait, headers=headers
         )
+        raise ticket.refusal
+
+    def _note_room(self, user_id: int, quota: Quota, count: int, opened: int) -> None:
+        """What is left of the user's minute and streams, as this verdict saw it."""
+        room = [
+            limit - used
+            for limit, used in (
+                (quota.requests_per_minute, count),
+                (quota.concurrent_streams, opened),
+            )
+            if limit
+        ]
+        if len(self._room) >= ROOM_USERS and user_id not in self._room:
+            self._room.clear()  # bounded: forgetting only means waiting for the next verdict
+        self._room[user_id] = min(room) if room else OVERLAP_ROOM + 1
+
+    def _evalsha(self, keys: list[str], args: list[int]) -> Callable[[Pipeline], None]:
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
+
+        return queue
 
     async def reserve(self, admission: Admission, tokens: int) -> None:
         """Hold `tokens` (the answer's bound) on the day's counter until `release` settles it."""
@@ -232,20 +329,6 @@ class RateLimiter:
             await self._pipeliner.run(queue)
         except REDIS_ERRORS as exc:
             self._store_failed(exc, releasing=True)
-
-    async def _admit_redis(self, keys: list[str], args: list[int]) -> list[Any]:
-        """EVALSHA through the pipeliner; after a Redis restart the script is loaded again."""
-        assert self._pipeliner is not None
-
-        def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
-
-        try:
-            result = await self._pipeliner.run(queue)
-        except NoScriptError:
-            await self._pipeliner.redis.script_load(_ADMIT_LUA)
-            result = await self._pipeliner.run(queue)
-        return list(result[0])
 
     def _store_failed(self, exc: BaseException, *, releasing: bool = False) -> None:
         self.store_failures_total += 1
@@ -309,22 +392,23 @@ class _MemoryCounters:
 
     def admit(
         self, keys: list[str], rpm: int, window: int, streams: int, slot_ttl: int, tokens: int
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
         rpm_key, streams_key, tokens_key = keys
         if tokens > 0 and self._get(tokens_key) >= tokens:
-            return 3, self._get(tokens_key), self._ttl(tokens_key)
+            return 3, self._get(tokens_key), self._ttl(tokens_key), 0
         count, ttl = 0, window
         if rpm > 0:
             count = self._incr(rpm_key, 1, window)
             ttl = self._ttl(rpm_key)
             if count > rpm:
-                return 1, count, ttl
+                return 1, count, ttl, 0
+        opened = 0
         if streams > 0:
             opened = self._incr(streams_key, 1, slot_ttl, refresh=True)
             if opened > streams:
                 self._incr(streams_key, -1, slot_ttl)
-                return 2, opened - 1, 1
-        return 0, count, ttl
+                return 2, opened - 1, 1, 0
+        return 0, count, ttl, opened
 
     def release(self, streams_key: str | None, tokens_key: str, tokens: int) -> None:
         if streams_key is not None:

@@ -184,6 +184,75 @@ class Answer(Protocol):
     async def finish(self) -> None: ...
 
 
+class Sending(Protocol):
+    """A request on its way to the model server (`UpstreamClient.send`)."""
+
+    async def answer(self) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+class DirectSending:
+    """Sent through `h1`: the answer's head is waited for in `answer()`."""
+
+    __slots__ = ("_error", "_sent", "_to_error")
+
+    def __init__(
+        self,
+        sent: h1.Sent | None,
+        error: BaseException | None,
+        to_error: Callable[[BaseException], BaseException] | None = None,
+    ) -> None:
+        self._sent, self._error, self._to_error = sent, error, to_error
+
+    async def answer(self) -> Answer:
+        sent, self._sent = self._sent, None
+        if sent is None:
+            assert self._error is not None
+            raise self._error
+        try:
+            # a pooled connection the server had just closed (llama.cpp's server closes after
+            # every stream) is sent on once more by h1: nothing was answered on it
+            conn = await sent.answer()
+        except Exception as exc:
+            assert self._to_error is not None
+            err = self._to_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        return DirectResponse(conn)
+
+    def close(self) -> None:
+        sent, self._sent = self._sent, None
+        if sent is not None:
+            sent.abort()
+
+
+class PooledSending:
+    """Sent through the pool (aiohttp), as a task of its own."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Future[UpstreamResponse]) -> None:
+        self._task: asyncio.Future[UpstreamResponse] | None = task
+
+    async def answer(self) -> Answer:
+        task, self._task = self._task, None
+        assert task is not None, "answer() once"
+        return await task
+
+    def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            task.add_done_callback(_close_unread)
+
+
+def _close_unread(task: asyncio.Future[UpstreamResponse]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
 class DirectResponse:
     """An answer read through `h1` (one server, no pool)."""
 
@@ -395,30 +464,53 @@ class UpstreamClient:
     ) -> Answer:
         """POST a JSON body; connection failures are `UpstreamError`s (503 refused, 502 other).
         The caller reads and closes the answer."""
-        headers: dict[str, str] = {}
+        if self.pool is not None:
+            return await self.pool.post(endpoint, data, self._headers(request_id, True))
+        return await (await self.send(endpoint, data, request_id)).answer()
+
+    async def send(
+        self, endpoint: Endpoint | str, data: bytes, request_id: str | None = None
+    ) -> Sending:
+        """POST a JSON body without waiting for the answer: `answer()` waits for it (and raises
+        what `post` raises), `close()` drops it unread. Never raises itself (but cancelled)."""
+        if self.pool is not None:
+            headers = self._headers(request_id, True)
+            return PooledSending(asyncio.ensure_future(self.pool.post(endpoint, data, headers)))
+        assert self.h1 is not None, "UpstreamClient.start() not called"
+        headers = self._headers(request_id, False)
+        try:
+            sent = await self.h1.send(
+                self.target(endpoint), data, h1.header_lines(headers) if headers else b""
+            )
+        except Exception as exc:
+            return DirectSending(None, self._h1_error(exc))
+        return DirectSending(sent, None, self._h1_error)
+
+    @staticmethod
+    def _headers(request_id: str | None, content_type: bool) -> dict[str, str]:
+        headers = {"content-type": "application/json"} if content_type else {}
         if request_id:
             headers["x-request-id"] = request_id
         if tracing.inject_headers is not None:
             tracing.inject_headers(headers)  # traceparent: the model server continues the trace
-        if self.pool is not None:
-            return await self.pool.post(
-                endpoint, data, {"content-type": "application/json", **headers}
-            )
-        assert self.h1 is not None, "UpstreamClient.start() not called"
-        try:
-            # a pooled connection the server had just closed (llama.cpp's server closes after
-            # every stream) is sent on once more by h1: nothing was answered on it
-            conn = await self.h1.post(
-                self.target(endpoint), data, h1.header_lines(headers) if headers else b""
-            )
-        except h1.ConnectFailed as exc:  # refused, unreachable, unknown host
+        return headers
+
+    def _h1_error(self, exc: BaseException) -> BaseException:
+        """What an h1 failure is to the gateway's callers (`exc` as its cause)."""
+        err: BaseException
+        if isinstance(exc, h1.ConnectFailed):  # refused, unreachable, unknown host
             self.forget_models()
-            raise model_unavailable("connection refused") from exc
-        except TimeoutError as exc:  # connecting took longer than UPSTREAM_CONNECT_TIMEOUT_S
-            raise upstream_failed("ConnectionTimeoutError") from exc
-        except OSError as exc:
-            raise upstream_failed(type(exc).__name__) from exc
-        return DirectResponse(conn)
+            err = model_unavailable("connection refused")
+        elif isinstance(
+            exc, TimeoutError
+        ):  # connecting took longer than UPSTREAM_CONNECT_TIMEOUT_S
+            err = upstream_failed("ConnectionTimeoutError")
+        elif isinstance(exc, OSError):
+            err = upstream_failed(type(exc).__name__)
+        else:
+            return exc
+        err.__cause__ = exc
+        return err
 
     async def get_json(self, url: str, timeout_s: float = 2.0) -> Any | None:
         """GET a JSON document (any URL of the model server); None when it is not there."""

@@ -4,9 +4,10 @@ two gateways; a Redis the test starts and kills proves fail-open, fail-closed an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.ports import free_port
+from tests.tcp_proxy import TcpProxy
 
 
 def _chat(text: str = "hi") -> dict[str, Any]:
@@ -428,3 +430,179 @@ async def test_first_request_after_redis_returns_is_served_and_counted(  # type:
             assert int(await redis.get(key) or 0) == 9
         finally:
             await redis.aclose()
+
+
+# --- the verdict on its way while the model server starts (RateLimiter.begin's overlap) ----------
+@pytest.fixture
+async def slow_redis(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TcpProxy]:
+    """The shared Redis behind a proxy that can hold its replies back (for as long as a test
+    needs: no command times out into failing open meanwhile)."""
+    from app.services import redis_client
+
+    monkeypatch.setattr(redis_client, "COMMAND_TIMEOUT_S", 60.0)
+    proxy = TcpProxy(6379)
+    await proxy.start()
+    yield proxy
+    proxy.release_replies()
+    await proxy.stop()
+
+
+@contextlib.asynccontextmanager
+async def _overlap_gateway(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, simulator, proxy: TcpProxy, prefix: str
+) -> AsyncIterator[tuple[LiveGateway, str, int]]:
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        vllm_base_url=f"{simulator.url}/v1",
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        rate_limit_key_prefix=prefix,
+        rate_limit_requests_per_minute=10,
+        rate_limit_concurrent_streams=5,
+    )
+    await empty_tables(database_url, settings)
+    await sim_post(simulator, "/sim/reset", {"config": True})
+    async with LiveGateway(create_app(settings), free_port()) as gw:
+        token = await _token(gw)
+        user_id = await _user_id(gw)
+        async with gw.client(token) as c:  # admitted with room to spare: the next may overlap
+            assert (await c.post("/v1/chat/completions", json=_chat())).status_code == 200
+        yield gw, token, user_id
+
+
+async def _sim_requests(simulator: Any) -> int:
+    return int((await sim_get(simulator, "/sim/stats"))["requests_total"])
+
+
+class TestVerdictOverlap:
+    async def test_the_model_server_starts_while_the_verdict_is_on_its_way(  # type: ignore[no-untyped-def]
+        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
+    ) -> None:
+        async with _overlap_gateway(
+            database_url, tmp_path, simulator, slow_redis, redis_prefix
+        ) as (gw, token, _):
+            before = await _sim_requests(simulator)
+            slow_redis.hold_replies()
+            async with gw.client(token) as c:
+                pending = asyncio.create_task(c.post("/v1/chat/completions", json=_chat()))
+
+                async def started_upstream() -> bool:
+                    return slow_redis.held > 0 and await _sim_requests(simulator) == before + 1
+
+                await wait_until(started_upstream, timeout=5)
+                assert not pending.done()  # nothing answered before the verdict
+                slow_redis.release_replies()
+                r = await pending
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"]
+            assert r.headers["x-ratelimit-remaining"] == "8"
+
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_refused_by_the_verdict_is_a_plain_429_and_the_generation_is_cancelled(  # type: ignore[no-untyped-def]
+        self,
+        database_url: str,
+        tmp_path: Path,
+        simulator,
+        slow_redis: TcpProxy,
+        redis_prefix: str,
+        stream: bool,
+    ) -> None:
+        async with _overlap_gateway(
+            database_url, tmp_path, simulator, slow_redis, redis_prefix
+        ) as (gw, token, user_id):
+            redis = Redis.from_url(SHARED_REDIS)
+            try:
+                # other gateway processes used up the user's minute meanwhile
+                await redis.set(f"{redis_prefix}:rpm:{user_id}", 10, keepttl=True)
+                stats = await sim_get(simulator, "/sim/stats")
+                slow_redis.hold_replies()
+                slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": stream}
+                async with gw.client(token) as c:
+                    pending = asyncio.create_task(c.post("/v1/chat/completions", json=slow))
+
+                    async def started_upstream() -> bool:
+                        now = await _sim_requests(simulator)
+                        return slow_redis.held > 0 and now == stats["requests_total"] + 1
+
+                    await wait_until(started_upstream, timeout=5)
+                    slow_redis.release_replies()
+                    r = await pending
+                assert_error(r, 429, "rate_limited")
+                assert r.headers["x-ratelimit-remaining"] == "0"
+                assert int(r.headers["retry-after"]) >= 1
+
+                async def generation_cancelled() -> bool:
+                    now = await sim_get(simulator, "/sim/stats")
+                    return bool(
+                        now["aborted_total"] == stats["aborted_total"] + 1
+                        and now["active_requests"] == 0
+                    )
+
+                await wait_until(generation_cancelled, timeout=5)
+                assert int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0) == 0
+                assert gw.app.state.rate_limiter._overlapping == {}
+            finally:
+                await redis.aclose()
+            await gw.app.state.usage_recorder.flush()
+            async with gw.app.state.session_factory() as session:
+                codes = [
+                    r.status_code for r in (await session.execute(select(RequestLog))).scalars()
+                ]
+            assert sorted(codes) == [200, 429]
+
+    async def test_a_refusal_comes_before_a_bad_body(  # type: ignore[no-untyped-def]
+        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
+    ) -> None:
+        async with _overlap_gateway(
+            database_url, tmp_path, simulator, slow_redis, redis_prefix
+        ) as (gw, token, user_id):
+            redis = Redis.from_url(SHARED_REDIS)
+            try:
+                await redis.set(f"{redis_prefix}:rpm:{user_id}", 10, keepttl=True)
+            finally:
+                await redis.aclose()
+            async with gw.client(token) as c:
+                r = await c.post(
+                    "/v1/chat/completions",
+                    content=b'{"model": "current", "messages": [',
+                    headers={"content-type": "application/json"},
+                )
+            assert_error(r, 429, "rate_limited")
+
+    async def test_a_client_gone_before_the_verdict_leaves_no_slot_behind(  # type: ignore[no-untyped-def]
+        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
+    ) -> None:
+        async with _overlap_gateway(
+            database_url, tmp_path, simulator, slow_redis, redis_prefix
+        ) as (gw, token, user_id):
+            before = await sim_get(simulator, "/sim/stats")
+            slow_redis.hold_replies()
+            slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": True}
+            async with gw.client(token) as c:
+                pending = asyncio.create_task(c.post("/v1/chat/completions", json=slow))
+
+                async def started_upstream() -> bool:
+                    now = await _sim_requests(simulator)
+                    return slow_redis.held > 0 and now == before["requests_total"] + 1
+
+                await wait_until(started_upstream, timeout=5)
+                pending.cancel()  # the client hangs up
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+            slow_redis.release_replies()
+            redis = Redis.from_url(SHARED_REDIS)
+            try:
+
+                async def nothing_held() -> bool:
+                    sim = await sim_get(simulator, "/sim/stats")
+                    slots = int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0)
+                    return bool(
+                        slots == 0
+                        and sim["active_requests"] == 0
+                        and sim["aborted_total"] == before["aborted_total"] + 1
+                        and gw.app.state.rate_limiter._overlapping == {}
+                    )
+
+                await wait_until(nothing_held, timeout=10)
+            finally:
+                await redis.aclose()

@@ -1,0 +1,106 @@
+"""When the limiter lets a request go on to the model server before its verdict is in
+(`AdmitTicket.overlap`): only for a user this process saw admitted with room to spare, never
+for more requests at once than that room, never with a token budget, never after a refusal.
+The verdict itself is the same Lua call either way (real Redis, own key prefix)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from app.core.errors import RateLimited
+from app.services.auth import Principal
+from app.services.rate_limiter import OVERLAP_ROOM, RateLimiter
+from tests.conftest import SHARED_REDIS, make_settings
+
+
+def _user(user_id: int, **limits: int) -> Principal:
+    return Principal(user_id, f"u{user_id}", "user", "jwt", **limits)  # type: ignore[arg-type]
+
+
+async def _overlaps(limiter: RateLimiter, user: Principal) -> bool:
+    """Would the next request overlap? (its check is settled: every ticket is)"""
+    ticket = limiter.begin(user)
+    with contextlib.suppress(RateLimited):
+        await limiter.settle(ticket)
+    return ticket.overlap
+
+
+@pytest.fixture
+async def limiter(tmp_path: Path, redis_prefix: str):  # type: ignore[no-untyped-def]
+    redis = Redis.from_url(SHARED_REDIS)
+    settings = make_settings(
+        "sqlite+aiosqlite://",
+        tmp_path,
+        redis_url=SHARED_REDIS,
+        rate_limit_key_prefix=redis_prefix,
+        rate_limit_requests_per_minute=100,
+        rate_limit_concurrent_streams=10,
+        rate_limit_tokens_per_day=0,
+    )
+    yield RateLimiter(settings, redis)
+    await redis.aclose()
+
+
+async def test_no_overlap_for_a_user_not_seen_yet(limiter: RateLimiter) -> None:
+    ticket = limiter.begin(_user(1))
+    assert not ticket.overlap
+    admission = await limiter.settle(ticket)
+    assert admission.headers["X-RateLimit-Remaining"] == "99"
+    assert await _overlaps(limiter, _user(2)) is False  # another user: still unknown
+
+
+async def test_overlap_once_admitted_with_room_and_only_for_that_room(
+    limiter: RateLimiter,
+) -> None:
+    user = _user(3, requests_per_minute=6)
+    await limiter.settle(limiter.begin(user))  # count 1: room for 5 more
+    tickets = [limiter.begin(user) for _ in range(4)]
+    # room 5: overlap while more than OVERLAP_ROOM would be left beyond those in flight
+    assert [t.overlap for t in tickets] == [i < 5 - OVERLAP_ROOM for i in range(4)]
+    for t in tickets:
+        await limiter.settle(t)
+    assert limiter._overlapping == {}  # every overlapping check settled
+    # count 5 of 6: room 1, so the next one waits for its verdict
+    assert await _overlaps(limiter, user) is False
+
+
+async def test_the_verdict_still_refuses_an_overlapping_request(limiter: RateLimiter) -> None:
+    user = _user(4, requests_per_minute=10)
+    await limiter.settle(limiter.begin(user))
+    redis = limiter.redis
+    assert redis is not None
+    # another gateway process used the rest of the minute meanwhile
+    await redis.set(f"{limiter.prefix}:rpm:4", 10, keepttl=True)
+    ticket = limiter.begin(user)
+    assert ticket.overlap
+    with pytest.raises(RateLimited):
+        await limiter.settle(ticket)
+    with pytest.raises(RateLimited):  # asked again: the same verdict, not a second count
+        await limiter.settle(ticket)
+    assert int(await redis.get(f"{limiter.prefix}:rpm:4") or 0) == 11
+    assert await _overlaps(limiter, user) is False  # refused: no overlap until admitted again
+
+
+async def test_streams_room_counts_too(limiter: RateLimiter) -> None:
+    user = _user(5, max_concurrent_streams=3)
+    await limiter.settle(limiter.begin(user))  # 1 of 3 streams open: room 2
+    assert await _overlaps(limiter, user) is False
+
+
+async def test_never_with_a_token_budget(limiter: RateLimiter) -> None:
+    user = _user(6, tokens_per_day=1000)
+    await limiter.settle(limiter.begin(user))
+    assert await _overlaps(limiter, user) is False  # its reservation needs the verdict first
+
+
+async def test_never_with_in_memory_counters(tmp_path: Path) -> None:
+    limiter = RateLimiter(make_settings("sqlite+aiosqlite://", tmp_path), None)
+    user = _user(7, requests_per_minute=100)
+    await limiter.settle(limiter.begin(user))
+    ticket = limiter.begin(user)
+    assert not ticket.overlap and ticket.verdict is not None  # known at once: nothing to hide
+    await limiter.settle(ticket)
