@@ -254,6 +254,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if recorder is not None:
             await recorder.stop()  # flushes every queued row before the engine goes away
         await http.aclose()
+        limiter = getattr(app.state, "rate_limiter", None)
+        if limiter is not None:
+            await limiter.aclose()  # its own Redis connection
         if redis is not None:
             await redis.aclose()
         await engine.dispose()

@@ -178,7 +178,7 @@ class ChatService:
             if member_gate is not None:
                 member_gate.leave()
             if admission is not None:
-                self.spawn(self.limiter.release(admission, None))
+                self.limiter.release_soon(admission, None)
                 err.headers = {**admission.headers, **err.headers}
             if conversation_id is not None:  # the question is stored: a retry continues it
                 err.headers["X-Conversation-ID"] = conversation_id
@@ -241,7 +241,7 @@ class ChatService:
             self._finish(principal, model, exchange, ui, request_id, outcome, log_fields)
             tokens = (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
             if ticket.admission is not None:  # admitted before the relay could run
-                self.spawn(self.limiter.release(ticket.admission, tokens))
+                self.limiter.release_soon(ticket.admission, tokens)
 
         return ChatRelay(
             model.client or self.upstream,  # several models at once: the server of this one

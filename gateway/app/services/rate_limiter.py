@@ -28,14 +28,13 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
 from app.core.config import Settings
 from app.core.errors import AppError, RateLimited, ServiceUnavailable
 from app.core.metrics import RATE_LIMIT_REJECTIONS, RATE_LIMIT_STORE_ERRORS
 from app.services.auth import Principal
-from app.services.redis_pipeliner import RedisPipeliner
+from app.services.redis_pipeliner import Commands, RedisPipeliner
 
 log = structlog.get_logger()
 
@@ -131,6 +130,10 @@ class RateLimiter:
         }
         self.store_failures_total = 0
         self._last_failure_log = 0.0
+
+    async def aclose(self) -> None:
+        if self._pipeliner is not None:
+            await self._pipeliner.aclose()
 
     def quota(self, principal: Principal) -> Quota:
         s = self.settings
@@ -271,8 +274,8 @@ class RateLimiter:
             self._room.clear()  # bounded: forgetting only means waiting for the next verdict
         self._room[user_id] = min(room) if room else OVERLAP_ROOM + 1
 
-    def _evalsha(self, keys: list[str], args: list[int]) -> Callable[[Pipeline], None]:
-        def queue(pipe: Pipeline) -> None:
+    def _evalsha(self, keys: list[str], args: list[int]) -> Callable[[Commands], None]:
+        def queue(pipe: Commands) -> None:
             pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
 
         return queue
@@ -295,40 +298,56 @@ class RateLimiter:
             return
         assert self._pipeliner is not None
 
-        def queue(pipe: Pipeline) -> None:
+        def queue(pipe: Commands) -> None:
             pipe.incrby(tokens_key, tokens)
             pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
 
         await self._pipeliner.run(queue)
 
     async def release(self, admission: Admission, tokens: int | None) -> None:
-        """The response is over: free the stream slot, settle the day's tokens (used - reserved)."""
+        """`release_soon`, waited for."""
+        sent = self.release_soon(admission, tokens)
+        if sent is not None:
+            await asyncio.wait((sent,))  # its failure is the callback's to count
+
+    def release_soon(
+        self, admission: Admission, tokens: int | None
+    ) -> asyncio.Future[list[Any]] | None:
+        """The response is over: free the stream slot, settle the day's tokens (used - reserved).
+        Queued on the pipeliner (no task of its own); a Redis failure is counted, not raised.
+        Once per admission: a second call finds nothing held."""
         _rpm, streams_key, tokens_key = self._keys(admission.user_id)
         if admission.tokens_key is not None:
             tokens_key = admission.tokens_key  # the day it was reserved on
         delta = (tokens or 0) if admission.quota.tokens_per_day else 0
         delta -= admission.reserved_tokens
         admission.reserved_tokens = 0
-        if not admission.holds_stream_slot and not delta:
+        slot, admission.holds_stream_slot = admission.holds_stream_slot, False
+        if not slot and not delta:
+            return None
+        if self._pipeliner is None:
+            self._memory.release(streams_key if slot else None, tokens_key, delta)
+            return None
+
+        def queue(pipe: Commands) -> None:
+            if slot:
+                pipe.decr(streams_key)
+            if delta:
+                pipe.incrby(tokens_key, delta)
+                pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
+
+        sent = self._pipeliner.run(queue)
+        sent.add_done_callback(self._released)
+        return sent
+
+    def _released(self, sent: asyncio.Future[list[Any]]) -> None:
+        if sent.cancelled():
             return
-        try:
-            if self.redis is None:
-                self._memory.release(
-                    streams_key if admission.holds_stream_slot else None, tokens_key, delta
-                )
-                return
-            assert self._pipeliner is not None
-
-            def queue(pipe: Pipeline) -> None:
-                if admission.holds_stream_slot:
-                    pipe.decr(streams_key)
-                if delta:
-                    pipe.incrby(tokens_key, delta)
-                    pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
-
-            await self._pipeliner.run(queue)
-        except REDIS_ERRORS as exc:
+        exc = sent.exception()
+        if isinstance(exc, REDIS_ERRORS):
             self._store_failed(exc, releasing=True)
+        elif exc is not None:
+            log.error("rate-limit release failed", error=repr(exc))
 
     def _store_failed(self, exc: BaseException, *, releasing: bool = False) -> None:
         self.store_failures_total += 1

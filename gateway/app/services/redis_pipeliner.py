@@ -1,9 +1,16 @@
-"""Redis commands of concurrent requests, sent in one pipeline per event-loop turn.
+"""The rate limiter's Redis commands, many requests' at a time, on one connection of their own.
 
 Each request of the chat path needs one Redis command to be admitted and one when it ends. Sent
 one by one, redis-py's per-command overhead cost the gateway a quarter of its throughput at
-c=32; queued here and written together, the requests that became ready in the same loop turn
-share one write, one read and one pass of the connection pool.
+c=32. Here the commands of every request that queued some while the previous batch was on the
+wire go out together: one write, the replies read in order, one batch in flight at a time (so
+the busier the gateway, the larger the batch), each command packed once as it is queued.
+redis-py's connection does the rest of the protocol (AUTH, SELECT, TLS from REDIS_URL, hiredis
+parsing, the socket timeout); its pipeline and pool are left out of this path: their bookkeeping
+per batch (retry wrapper, observability hooks, pool lock) cost more than the commands themselves.
+
+A connection Redis dropped while it sat idle (a Redis restart) is replaced and the batch sent
+once more; any other failure fails the batch's callers (the limiter then fails open or closed).
 """
 
 from __future__ import annotations
@@ -13,45 +20,85 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-Queue = Callable[[Pipeline], None]
+
+class Commands(list[bytes]):
+    """What one caller queues: the commands the limiter uses, each packed (RESP) as it is
+    added."""
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: str | int) -> None:
+        self.append(_pack(b"EVALSHA", sha, numkeys, *keys_and_args))
+
+    def incrby(self, key: str, amount: int) -> None:
+        self.append(_pack(b"INCRBY", key, amount))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.append(_pack(b"EXPIRE", key, seconds))
+
+    def decr(self, key: str) -> None:
+        self.append(_pack(b"DECR", key))
+
+
+def _pack(*args: bytes | str | int) -> bytes:
+    """One command in Redis's protocol: an array of bulk strings (str as UTF-8, int in decimal)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+Queue = Callable[[Commands], None]
 
 
 class RedisPipeliner:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._pending: list[tuple[Queue, asyncio.Future[list[Any]]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
 
     def run(self, queue: Queue) -> asyncio.Future[list[Any]]:
-        """Queue commands (`queue(pipe)` adds them); the future gets their results, or the
+        """Queue commands (`queue(commands)` adds them); the future gets their replies, or the
         first error among them."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._pending.append((queue, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._send)
+        if self._task is None:  # it starts next loop turn: this turn's callers join in
+            self._task = loop.create_task(self._drain())
         return future
 
-    def _send(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._execute(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def aclose(self, wait_s: float = 2.0) -> None:
+        """Send what is queued (releases of the last answers), then close the connection."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait((task,), timeout=wait_s)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._execute(batch)
+        finally:
+            self._task = None
 
     async def _execute(self, batch: list[tuple[Queue, asyncio.Future[list[Any]]]]) -> None:
+        commands = Commands()
         counts: list[int] = []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for queue, _ in batch:
-                    before = len(pipe.command_stack)
-                    queue(pipe)
-                    counts.append(len(pipe.command_stack) - before)
-                results = await pipe.execute(raise_on_error=False)
+            for queue, _ in batch:
+                before = len(commands)
+                queue(commands)
+                counts.append(len(commands) - before)
+            results = await self._round_trip(commands)
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -70,3 +117,31 @@ class RedisPipeliner:
                 future.set_exception(error)
             else:
                 future.set_result(part)
+
+    async def _round_trip(self, commands: Commands) -> list[Any]:
+        packed = b"".join(commands)
+        for attempt in (0, 1):
+            conn = self._conn
+            if conn is None:
+                pool = self.redis.connection_pool
+                conn = self._conn = pool.connection_class(**pool.connection_kwargs)
+            used = conn.is_connected  # a connection that may have gone stale while idle
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT... when new
+                await conn.send_packed_command(packed, check_health=False)
+                results: list[Any] = []
+                for _ in commands:
+                    try:
+                        results.append(await conn.read_response())
+                    except ResponseError as exc:  # an error reply: the connection is fine
+                        results.append(exc)
+                return results
+            except (RedisConnectionError, OSError):
+                await conn.disconnect()
+                if attempt == 0 and used:
+                    continue  # dropped while idle (Redis restarted): once more, anew
+                raise
+            except BaseException:  # timed out, cancelled: what is on the wire is unknown
+                await conn.disconnect()
+                raise
+        raise AssertionError("unreachable")

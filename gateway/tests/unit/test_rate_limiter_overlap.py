@@ -41,7 +41,9 @@ async def limiter(tmp_path: Path, redis_prefix: str):  # type: ignore[no-untyped
         rate_limit_concurrent_streams=10,
         rate_limit_tokens_per_day=0,
     )
-    yield RateLimiter(settings, redis)
+    limiter = RateLimiter(settings, redis)
+    yield limiter
+    await limiter.aclose()
     await redis.aclose()
 
 
