@@ -218,6 +218,29 @@ def _hostile_bodies(path: str) -> list[tuple[bytes, dict[str, str], int, str, st
             "validation_error",
             "seed",
         ),
+        # the walk over the body runs only when its bytes could hold a fault: an exponent in
+        # either case, 19 digits in a row, the NUL escape (in a key too)
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "seed": 1E30}',
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "seed": 9223372036854775808.0}',
+            json_type,
+            422,
+            "validation_error",
+            "seed",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "x\\u0000": 1}',
+            json_type,
+            422,
+            "validation_error",
+            None,
+        ),
         (
             dumps({"messages": [HI], "max_tokens": 10**30}),
             json_type,

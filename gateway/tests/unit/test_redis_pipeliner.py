@@ -1,0 +1,99 @@
+"""The rate limiter's own Redis path (`RedisPipeliner`) against the real Redis: commands packed
+as redis-py packs them, one round trip for a loop turn's callers, an error reply failing only
+its caller, a connection Redis dropped while idle replaced, queued work sent before closing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError
+
+from app.services.rate_limiter import Admission, Quota, RateLimiter
+from app.services.redis_pipeliner import Commands, RedisPipeliner, _pack
+from tests.conftest import SHARED_REDIS
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(SHARED_REDIS)
+    prefix = f"test-pipe-{uuid.uuid4().hex[:8]}"
+    client.prefix = prefix  # type: ignore[attr-defined]
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def test_packed_as_redis_py_packs() -> None:
+    args = ("EVALSHA", "ab" * 20, 3, "p:rpm:1", "p:tokens:1:é", 0, 60, -5)
+    assert _pack(*args) == b"".join(Connection().pack_command(*args))
+
+
+async def test_one_round_trip_for_the_callers_of_a_loop_turn(redis: Redis) -> None:
+    key = f"{redis.prefix}:n"  # type: ignore[attr-defined]
+    pipeliner = RedisPipeliner(redis)
+    trips = 0
+    round_trip = pipeliner._round_trip
+
+    async def counted(commands: Commands) -> list[object]:
+        nonlocal trips
+        trips += 1
+        return await round_trip(commands)
+
+    pipeliner._round_trip = counted  # type: ignore[method-assign]
+    try:
+        futures = [pipeliner.run(lambda c: c.incrby(key, 1)) for _ in range(5)]
+        assert [r[0] for r in await asyncio.gather(*futures)] == [1, 2, 3, 4, 5]
+        assert trips == 1
+    finally:
+        await pipeliner.aclose()
+
+
+async def test_an_error_reply_fails_only_its_caller(redis: Redis) -> None:
+    key = f"{redis.prefix}:m"  # type: ignore[attr-defined]
+    pipeliner = RedisPipeliner(redis)
+    try:
+        bad = pipeliner.run(lambda c: c.evalsha("0" * 40, 0))
+        good = pipeliner.run(lambda c: c.incrby(key, 7))
+        with pytest.raises(NoScriptError):
+            await bad
+        assert await good == [7]
+        assert await pipeliner.run(lambda c: c.decr(key)) == [6]  # the connection is fine
+    finally:
+        await pipeliner.aclose()
+
+
+async def test_a_connection_dropped_while_idle_is_replaced(redis: Redis) -> None:
+    key = f"{redis.prefix}:k"  # type: ignore[attr-defined]
+    pipeliner = RedisPipeliner(redis)
+    try:
+        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
+        (conn_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
+        assert await redis.execute_command("CLIENT", "KILL", "ID", conn_id) == 1
+        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [2]  # sent once more, anew
+        (new_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
+        assert new_id != conn_id
+    finally:
+        await pipeliner.aclose()
+
+
+async def test_queued_releases_are_sent_before_closing(redis: Redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_settings
+
+    prefix = redis.prefix  # type: ignore[attr-defined]
+    settings = make_settings(
+        "sqlite+aiosqlite://", tmp_path, redis_url=SHARED_REDIS, rate_limit_key_prefix=prefix
+    )
+    limiter = RateLimiter(settings, redis)
+    await redis.set(f"{prefix}:streams:9", 3)
+    admission = Admission(9, Quota(0, 5, 0), holds_stream_slot=True)
+    limiter.release_soon(admission, None)
+    limiter.release_soon(admission, None)  # once per admission: nothing held any more
+    await limiter.aclose()  # at shutdown: what is queued goes out first
+    assert int(await redis.get(f"{prefix}:streams:9") or 0) == 2
