@@ -21,6 +21,11 @@ class TcpProxy:
         self._replies.set()
         self.held = 0  # replies from the server waiting for release_replies()
 
+    def drop_connections(self) -> None:
+        """Reset every connection through it (new ones are still taken)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+
     def hold_replies(self) -> None:
         self._replies.clear()
 

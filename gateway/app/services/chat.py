@@ -168,15 +168,18 @@ class ChatService:
             err = exc
             if relay is not None:
                 relay.abandon()
+            if entered:
+                self.gate.leave()
+            if member_gate is not None:
+                member_gate.leave()
             if admission is None:  # the verdict comes first: a refusal is the answer
                 try:
                     admission = await self.limiter.settle(ticket)
                 except AppError as refusal:
                     err = refusal
-            if entered:
-                self.gate.leave()
-            if member_gate is not None:
-                member_gate.leave()
+                except BaseException:  # cancelled meanwhile: what it took goes back later
+                    self.spawn(self._release_unused(ticket, None))
+                    raise
             if admission is not None:
                 self.limiter.release_soon(admission, None)
                 err.headers = {**admission.headers, **err.headers}

@@ -104,7 +104,7 @@ class AdmitTicket:
     user_id: int
     quota: Quota
     overlap: bool = False
-    in_flight: bool = False  # counted in RateLimiter._overlapping until settled
+    in_flight: bool = False  # counted in RateLimiter._checking until its verdict is in
     admission: Admission | None = None  # admitted (or nothing to check)
     refusal: AppError | None = None  # refused: `settle` raises it again
     verdict: tuple[int, int, int, int] | None = None  # in-memory counters: known at once
@@ -122,7 +122,7 @@ class RateLimiter:
         self._admit_sha = hashlib.sha1(_ADMIT_LUA.encode()).hexdigest()  # noqa: S324 - Redis's script id
         self._memory = _MemoryCounters()
         self._room: dict[int, int] = {}  # user -> requests/streams left at the last verdict
-        self._overlapping: dict[int, int] = {}  # user -> checks in flight with overlap
+        self._checking: dict[int, int] = {}  # user -> admission checks whose verdict is awaited
         self.rejections: dict[str, int] = {
             "requests_per_minute": 0,
             "streams": 0,
@@ -183,11 +183,14 @@ class RateLimiter:
             return ticket
         ticket.keys = keys
         ticket.future = self._pipeliner.run(self._evalsha(keys, ticket.args))
-        room = self._room.get(principal.user_id)
-        in_flight = self._overlapping.get(principal.user_id, 0)
-        if room is not None and not quota.tokens_per_day and room - in_flight > OVERLAP_ROOM:
-            ticket.overlap = ticket.in_flight = True
-            self._overlapping[principal.user_id] = in_flight + 1
+        user = principal.user_id
+        room = self._room.get(user)
+        checking = self._checking.get(user, 0)  # this user's verdicts still on their way
+        ticket.overlap = (
+            room is not None and not quota.tokens_per_day and room - checking > OVERLAP_ROOM
+        )
+        ticket.in_flight = True
+        self._checking[user] = checking + 1
         return ticket
 
     async def admit(self, principal: Principal) -> Admission:
@@ -201,11 +204,6 @@ class RateLimiter:
             raise ticket.refusal
         if ticket.admission is not None:
             return ticket.admission
-        if ticket.in_flight:
-            ticket.in_flight = False
-            left = self._overlapping.pop(ticket.user_id, 1) - 1
-            if left > 0:
-                self._overlapping[ticket.user_id] = left
         quota = ticket.quota
         admission = Admission(ticket.user_id, quota)
         if ticket.verdict is not None:
@@ -214,13 +212,17 @@ class RateLimiter:
             assert ticket.future is not None
             try:
                 try:
-                    result = await ticket.future
+                    # shielded: a caller cancelled meanwhile leaves the check running, and
+                    # whoever settles it later learns whether it took a stream slot
+                    result = await asyncio.shield(ticket.future)
                 except NoScriptError:  # Redis restarted without the script: load it again
                     assert self._pipeliner is not None
                     await self._pipeliner.redis.script_load(_ADMIT_LUA)
-                    result = await self._pipeliner.run(self._evalsha(ticket.keys, ticket.args))
+                    ticket.future = self._pipeliner.run(self._evalsha(ticket.keys, ticket.args))
+                    result = await asyncio.shield(ticket.future)
                 verdict, count, ttl, opened = (int(v) for v in (*result[0], 0)[:4])
             except REDIS_ERRORS as exc:
+                self._checked(ticket)
                 try:
                     self._store_failed(exc)
                 except AppError as refusal:  # fail closed
@@ -228,6 +230,7 @@ class RateLimiter:
                     raise
                 ticket.admission = admission
                 return admission  # fail open
+            self._checked(ticket)
         if quota.requests_per_minute:
             admission.headers = {
                 "X-RateLimit-Limit": str(quota.requests_per_minute),
@@ -259,6 +262,14 @@ class RateLimiter:
             f"rate limit reached: at most {limit} {message}", retry_after_s=wait, headers=headers
         )
         raise ticket.refusal
+
+    def _checked(self, ticket: AdmitTicket) -> None:
+        """The ticket's verdict is in: it no longer counts against the user's room."""
+        if ticket.in_flight:
+            ticket.in_flight = False
+            left = self._checking.pop(ticket.user_id, 1) - 1
+            if left > 0:
+                self._checking[ticket.user_id] = left
 
     def _note_room(self, user_id: int, quota: Quota, count: int, opened: int) -> None:
         """What is left of the user's minute and streams, as this verdict saw it."""
@@ -350,6 +361,9 @@ class RateLimiter:
             log.error("rate-limit release failed", error=repr(exc))
 
     def _store_failed(self, exc: BaseException, *, releasing: bool = False) -> None:
+        # nobody's request goes to the model server before its verdict again until the store
+        # has answered for that user (fail closed refuses them all; fail open admits them)
+        self._room.clear()
         self.store_failures_total += 1
         RATE_LIMIT_STORE_ERRORS.inc()
         now = time.monotonic()

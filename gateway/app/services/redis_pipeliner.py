@@ -9,8 +9,9 @@ redis-py's connection does the rest of the protocol (AUTH, SELECT, TLS from REDI
 parsing, the socket timeout); its pipeline and pool are left out of this path: their bookkeeping
 per batch (retry wrapper, observability hooks, pool lock) cost more than the commands themselves.
 
-A connection Redis dropped while it sat idle (a Redis restart) is replaced and the batch sent
-once more; any other failure fails the batch's callers (the limiter then fails open or closed).
+A connection Redis dropped while it sat idle (a Redis restart) is found closed before a batch is
+written and replaced; a failure once a batch is on its way fails that batch's callers (the
+limiter then fails open or closed): a batch is never sent twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+STALE_CHECK_S = 0.5  # a connection idle this long is checked before a batch is written
 
 
 class Commands(list[bytes]):
@@ -60,24 +63,35 @@ class RedisPipeliner:
         self._pending: list[tuple[Queue, asyncio.Future[list[Any]]]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
+        self._last_used = 0.0
+        self._closed = False
 
     def run(self, queue: Queue) -> asyncio.Future[list[Any]]:
         """Queue commands (`queue(commands)` adds them); the future gets their replies, or the
         first error among them."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
+        if self._closed:  # shutting down: the limiter fails open or closed as for an outage
+            future.set_exception(RedisConnectionError("the rate limiter is closed"))
+            return future
         self._pending.append((queue, future))
         if self._task is None:  # it starts next loop turn: this turn's callers join in
             self._task = loop.create_task(self._drain())
         return future
 
     async def aclose(self, wait_s: float = 2.0) -> None:
-        """Send what is queued (releases of the last answers), then close the connection."""
+        """Send what is queued (releases of the last answers), then close the connection; what
+        could not be sent in `wait_s` fails, and so does anything queued afterwards."""
+        self._closed = True
         task = self._task
         if task is not None:
             await asyncio.wait((task,), timeout=wait_s)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(RedisConnectionError("the rate limiter is closed"))
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()
@@ -120,28 +134,28 @@ class RedisPipeliner:
 
     async def _round_trip(self, commands: Commands) -> list[Any]:
         packed = b"".join(commands)
-        for attempt in (0, 1):
-            conn = self._conn
-            if conn is None:
-                pool = self.redis.connection_pool
-                conn = self._conn = pool.connection_class(**pool.connection_kwargs)
-            used = conn.is_connected  # a connection that may have gone stale while idle
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT... when new
-                await conn.send_packed_command(packed, check_health=False)
-                results: list[Any] = []
-                for _ in commands:
-                    try:
-                        results.append(await conn.read_response())
-                    except ResponseError as exc:  # an error reply: the connection is fine
-                        results.append(exc)
-                return results
-            except (RedisConnectionError, OSError):
+        conn = self._conn
+        if conn is None:
+            pool = self.redis.connection_pool
+            conn = self._conn = pool.connection_class(**pool.connection_kwargs)
+        loop = asyncio.get_running_loop()
+        try:
+            # idle a while: Redis may have dropped it (a restart). Anything readable now (its
+            # close) means so: a new connection, before anything is sent. A batch is never sent
+            # twice, so an INCR or DECR never lands twice.
+            idle = loop.time() - self._last_used > STALE_CHECK_S
+            if conn.is_connected and idle and await conn.can_read():
                 await conn.disconnect()
-                if attempt == 0 and used:
-                    continue  # dropped while idle (Redis restarted): once more, anew
-                raise
-            except BaseException:  # timed out, cancelled: what is on the wire is unknown
-                await conn.disconnect()
-                raise
-        raise AssertionError("unreachable")
+            await conn.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT... when new
+            await conn.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:  # an error reply: the connection is fine
+                    results.append(exc)
+        except BaseException:  # failed, timed out, cancelled: what is on the wire is unknown
+            await conn.disconnect()
+            raise
+        self._last_used = loop.time()
+        return results

@@ -540,7 +540,7 @@ class TestVerdictOverlap:
 
                 await wait_until(generation_cancelled, timeout=5)
                 assert int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0) == 0
-                assert gw.app.state.rate_limiter._overlapping == {}
+                assert gw.app.state.rate_limiter._checking == {}
             finally:
                 await redis.aclose()
             await gw.app.state.usage_recorder.flush()
@@ -600,7 +600,7 @@ class TestVerdictOverlap:
                         slots == 0
                         and sim["active_requests"] == 0
                         and sim["aborted_total"] == before["aborted_total"] + 1
-                        and gw.app.state.rate_limiter._overlapping == {}
+                        and gw.app.state.rate_limiter._checking == {}
                     )
 
                 await wait_until(nothing_held, timeout=10)

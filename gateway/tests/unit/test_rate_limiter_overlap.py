@@ -5,6 +5,7 @@ The verdict itself is the same Lua call either way (real Redis, own key prefix).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from redis.asyncio import Redis
 
 from app.core.errors import RateLimited
 from app.services.auth import Principal
-from app.services.rate_limiter import OVERLAP_ROOM, RateLimiter
+from app.services.rate_limiter import OVERLAP_ROOM, RateLimiter, RateLimiterUnavailable
 from tests.conftest import SHARED_REDIS, make_settings
+from tests.tcp_proxy import TcpProxy
 
 
 def _user(user_id: int, **limits: int) -> Principal:
@@ -65,7 +67,7 @@ async def test_overlap_once_admitted_with_room_and_only_for_that_room(
     assert [t.overlap for t in tickets] == [i < 5 - OVERLAP_ROOM for i in range(4)]
     for t in tickets:
         await limiter.settle(t)
-    assert limiter._overlapping == {}  # every overlapping check settled
+    assert limiter._checking == {}  # every check settled
     # count 5 of 6: room 1, so the next one waits for its verdict
     assert await _overlaps(limiter, user) is False
 
@@ -106,3 +108,70 @@ async def test_never_with_in_memory_counters(tmp_path: Path) -> None:
     ticket = limiter.begin(user)
     assert not ticket.overlap and ticket.verdict is not None  # known at once: nothing to hide
     await limiter.settle(ticket)
+
+
+async def test_a_check_counts_against_the_room_until_its_verdict_is_in(
+    limiter: RateLimiter,
+) -> None:
+    user = _user(8, requests_per_minute=100)
+    await limiter.settle(limiter.begin(user))
+    first = limiter.begin(user)
+    settling = asyncio.create_task(limiter.settle(first))
+    await asyncio.sleep(0)  # settle is waiting for the reply now
+    assert not settling.done()
+    assert limiter._checking == {8: 1}  # still on its way: still counted
+    await settling
+    assert limiter._checking == {}
+
+
+async def test_a_caller_cancelled_before_the_verdict_leaves_no_slot_behind(
+    limiter: RateLimiter,
+) -> None:
+    user = _user(10, max_concurrent_streams=5)
+    ticket = limiter.begin(user)
+    waiting = asyncio.create_task(limiter.settle(ticket))
+    await asyncio.sleep(0)
+    waiting.cancel()  # e.g. the server's shutdown cancels the request
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # whoever cleans up learns the verdict: the slot it took, so it can give it back
+    admission = await limiter.settle(ticket)
+    assert admission.holds_stream_slot
+    await limiter.release(admission, None)
+    redis = limiter.redis
+    assert redis is not None
+    assert int(await redis.get(f"{limiter.prefix}:streams:10") or 0) == 0
+
+
+async def test_no_overlap_for_anyone_once_the_store_failed(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    proxy = TcpProxy(6379)
+    await proxy.start()
+    redis = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=2)
+    settings = make_settings(
+        "sqlite+aiosqlite://",
+        tmp_path,
+        redis_url=SHARED_REDIS,
+        rate_limit_key_prefix=redis_prefix,
+        rate_limit_requests_per_minute=100,
+        rate_limit_concurrent_streams=100,
+        rate_limit_fail_closed=True,
+    )
+    limiter = RateLimiter(settings, redis)
+    try:
+        user = _user(11)
+        await limiter.settle(limiter.begin(user))
+        assert await _overlaps(limiter, user)
+        await proxy.stop()  # Redis unreachable: fail closed refuses
+        with pytest.raises(RateLimiterUnavailable):
+            await limiter.settle(limiter.begin(user))
+        await proxy.start()
+        # no request goes upstream before its verdict until the store has answered again
+        assert await _overlaps(limiter, user) is False
+        assert await _overlaps(limiter, user) is True
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+        if proxy.running:
+            await proxy.stop()

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from app.services.rate_limiter import Admission, Quota, RateLimiter
-from app.services.redis_pipeliner import Commands, RedisPipeliner, _pack
-from tests.conftest import SHARED_REDIS
+from app.services.redis_pipeliner import STALE_CHECK_S, Commands, RedisPipeliner, _pack
+from tests.conftest import SHARED_REDIS, wait_until
+from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -76,7 +78,8 @@ async def test_a_connection_dropped_while_idle_is_replaced(redis: Redis) -> None
         assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
         (conn_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
         assert await redis.execute_command("CLIENT", "KILL", "ID", conn_id) == 1
-        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [2]  # sent once more, anew
+        pipeliner._last_used -= STALE_CHECK_S  # it sat idle: checked before the next batch
+        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [2]  # on a new connection
         (new_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
         assert new_id != conn_id
     finally:
@@ -97,3 +100,43 @@ async def test_queued_releases_are_sent_before_closing(redis: Redis, tmp_path) -
     limiter.release_soon(admission, None)  # once per admission: nothing held any more
     await limiter.aclose()  # at shutdown: what is queued goes out first
     assert int(await redis.get(f"{prefix}:streams:9") or 0) == 2
+
+
+async def test_a_batch_lost_on_its_way_back_is_not_sent_twice(redis: Redis) -> None:
+    """Redis ran it but the reply never came: its callers fail (the limiter fails open or
+    closed); sending it again would count an INCR or DECR twice."""
+    key = f"{redis.prefix}:once"  # type: ignore[attr-defined]
+    proxy = TcpProxy(6379)
+    await proxy.start()
+    via_proxy = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0")
+    pipeliner = RedisPipeliner(via_proxy)
+    try:
+        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
+        proxy.hold_replies()
+        lost = pipeliner.run(lambda c: c.incrby(key, 1))
+
+        async def reached_redis() -> bool:
+            return proxy.held > 0
+
+        await wait_until(reached_redis, timeout=5)
+        proxy.drop_connections()  # the reply is lost with the connection
+        proxy.release_replies()  # (a new connection would work)
+        with pytest.raises(RedisConnectionError):
+            await lost
+        assert int(await redis.get(key) or 0) == 2  # ran once, not again
+        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [3]  # and the next batch runs
+    finally:
+        await pipeliner.aclose()
+        await via_proxy.aclose()
+        if proxy.running:
+            await proxy.stop()
+
+
+async def test_closed_it_fails_what_is_queued_and_what_comes_later(redis: Redis) -> None:
+    key = f"{redis.prefix}:c"  # type: ignore[attr-defined]
+    pipeliner = RedisPipeliner(redis)
+    assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
+    await pipeliner.aclose()
+    with pytest.raises(RedisConnectionError):
+        await pipeliner.run(lambda c: c.incrby(key, 1))
+    assert pipeliner._conn is None  # nothing reopened
