@@ -187,7 +187,10 @@ class RateLimiter:
         room = self._room.get(user)
         checking = self._checking.get(user, 0)  # this user's verdicts still on their way
         ticket.overlap = (
-            room is not None and not quota.tokens_per_day and room - checking > OVERLAP_ROOM
+            room is not None
+            and not quota.tokens_per_day
+            and room - checking > OVERLAP_ROOM
+            and not self.settings.rate_limit_fail_closed  # a 503 never reaches the model either
         )
         ticket.in_flight = True
         self._checking[user] = checking + 1

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from app.core.errors import RateLimited
 from app.services.auth import Principal
-from app.services.rate_limiter import OVERLAP_ROOM, RateLimiter, RateLimiterUnavailable
+from app.services.rate_limiter import OVERLAP_ROOM, RateLimiter
 from tests.conftest import SHARED_REDIS, make_settings
 from tests.tcp_proxy import TcpProxy
 
@@ -156,16 +156,14 @@ async def test_no_overlap_for_anyone_once_the_store_failed(
         rate_limit_key_prefix=redis_prefix,
         rate_limit_requests_per_minute=100,
         rate_limit_concurrent_streams=100,
-        rate_limit_fail_closed=True,
     )
     limiter = RateLimiter(settings, redis)
     try:
         user = _user(11)
         await limiter.settle(limiter.begin(user))
         assert await _overlaps(limiter, user)
-        await proxy.stop()  # Redis unreachable: fail closed refuses
-        with pytest.raises(RateLimiterUnavailable):
-            await limiter.settle(limiter.begin(user))
+        await proxy.stop()  # Redis unreachable: fail open lets it through, unchecked
+        assert not (await limiter.settle(limiter.begin(user))).holds_stream_slot
         await proxy.start()
         # no request goes upstream before its verdict until the store has answered again
         assert await _overlaps(limiter, user) is False
@@ -175,3 +173,25 @@ async def test_no_overlap_for_anyone_once_the_store_failed(
         await redis.aclose()
         if proxy.running:
             await proxy.stop()
+
+
+async def test_never_when_failing_closed(tmp_path: Path, redis_prefix: str) -> None:
+    """RATE_LIMIT_FAIL_CLOSED: a request refused because the store failed (503) must not have
+    reached the model server either, so every request waits for its verdict."""
+    redis = Redis.from_url(SHARED_REDIS)
+    settings = make_settings(
+        "sqlite+aiosqlite://",
+        tmp_path,
+        redis_url=SHARED_REDIS,
+        rate_limit_key_prefix=redis_prefix,
+        rate_limit_requests_per_minute=100,
+        rate_limit_fail_closed=True,
+    )
+    limiter = RateLimiter(settings, redis)
+    try:
+        user = _user(12)
+        await limiter.settle(limiter.begin(user))
+        assert await _overlaps(limiter, user) is False
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
