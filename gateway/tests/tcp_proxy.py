@@ -42,8 +42,7 @@ class TcpProxy:
     async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
+        self.drop_connections()
         await self._server.wait_closed()
         self._server = None
 

@@ -178,7 +178,7 @@ class ChatService:
                 except AppError as refusal:
                     err = refusal
                 except BaseException:  # cancelled meanwhile: what it took goes back later
-                    self.spawn(self._release_unused(ticket, None))
+                    self.spawn(self._release_unused(ticket))
                     raise
             if admission is not None:
                 self.limiter.release_soon(admission, None)
@@ -205,18 +205,19 @@ class ChatService:
             if member_gate is not None:
                 member_gate.leave()
             # its stream slot and token reservation go back (once the verdict is in)
-            self.spawn(self._release_unused(ticket, admission))
+            self.spawn(self._release_unused(ticket))
             raise
         relay.extra_headers.update(admission.headers)
         return relay
 
-    async def _release_unused(self, ticket: AdmitTicket, admission: Admission | None) -> None:
-        if admission is None:
-            try:
-                admission = await self.limiter.settle(ticket)
-            except AppError:
-                return  # refused: it holds nothing
-        await self.limiter.release(admission, None)
+    async def _release_unused(self, ticket: AdmitTicket) -> None:
+        """What an admitted request that never ran took goes back (its verdict first, if it
+        is still on its way: settling an admitted ticket again gives its admission)."""
+        try:
+            admission = await self.limiter.settle(ticket)
+        except AppError:
+            return  # refused: it holds nothing
+        self.limiter.release_soon(admission, None)
 
     def _relay(
         self,

@@ -325,12 +325,8 @@ class ChatRelay(Response):
 
     async def _post(self) -> Answer:
         early, self._early = self._early, None
-        if early is not None:
-            try:
-                self._upstream = await early.answer()
-            except BaseException:
-                early.close()
-                raise
+        if early is not None:  # answer() cleans up after itself when it fails
+            self._upstream = await early.answer()
         else:
             self._upstream = await self.upstream.post(
                 self.request.endpoint, orjson.dumps(self.request.body), self.request_id

@@ -287,8 +287,8 @@ class Sent:
             except ClosedBeforeAnswer:
                 if not self.reused:
                     raise
-                self.conn, self.reused = await self.pool._acquire(self.target)
-                self.reused = False  # sent once more at most: on a new connection
+                self.conn, _ = await self.pool._acquire(self.target)
+                self.reused = False  # sent once more at most
                 self._head = self.conn.send(self.data)
                 continue
             except BaseException:  # cancelled, timed out, failed: the connection's state is unknown

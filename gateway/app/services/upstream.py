@@ -501,9 +501,8 @@ class UpstreamClient:
         if isinstance(exc, h1.ConnectFailed):  # refused, unreachable, unknown host
             self.forget_models()
             err = model_unavailable("connection refused")
-        elif isinstance(
-            exc, TimeoutError
-        ):  # connecting took longer than UPSTREAM_CONNECT_TIMEOUT_S
+        elif isinstance(exc, TimeoutError):
+            # connecting took longer than UPSTREAM_CONNECT_TIMEOUT_S
             err = upstream_failed("ConnectionTimeoutError")
         elif isinstance(exc, OSError):
             err = upstream_failed(type(exc).__name__)
