@@ -474,6 +474,31 @@ async def _sim_requests(simulator: Any) -> int:
     return int((await sim_get(simulator, "/sim/stats"))["requests_total"])
 
 
+async def _sent_while_the_verdict_is_held(
+    c: httpx.AsyncClient, simulator: Any, slow_redis: TcpProxy, body: dict[str, Any]
+) -> asyncio.Task[httpx.Response]:
+    """Hold Redis's replies and post `body`: back once the model server has the request while
+    its verdict is still held (the caller releases the replies)."""
+    before = await _sim_requests(simulator)
+    slow_redis.hold_replies()
+    pending = asyncio.create_task(c.post("/v1/chat/completions", json=body))
+
+    async def started_upstream() -> bool:
+        return slow_redis.held > 0 and await _sim_requests(simulator) == before + 1
+
+    await wait_until(started_upstream, timeout=5)
+    return pending
+
+
+async def _use_up_the_minute(prefix: str, user_id: int) -> None:
+    """What other gateway processes would do meanwhile: the user's 10 requests are used."""
+    redis = Redis.from_url(SHARED_REDIS)
+    try:
+        await redis.set(f"{prefix}:rpm:{user_id}", 10, keepttl=True)
+    finally:
+        await redis.aclose()
+
+
 class TestVerdictOverlap:
     async def test_the_model_server_starts_while_the_verdict_is_on_its_way(  # type: ignore[no-untyped-def]
         self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
@@ -481,15 +506,8 @@ class TestVerdictOverlap:
         async with _overlap_gateway(
             database_url, tmp_path, simulator, slow_redis, redis_prefix
         ) as (gw, token, _):
-            before = await _sim_requests(simulator)
-            slow_redis.hold_replies()
             async with gw.client(token) as c:
-                pending = asyncio.create_task(c.post("/v1/chat/completions", json=_chat()))
-
-                async def started_upstream() -> bool:
-                    return slow_redis.held > 0 and await _sim_requests(simulator) == before + 1
-
-                await wait_until(started_upstream, timeout=5)
+                pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, _chat())
                 assert not pending.done()  # nothing answered before the verdict
                 slow_redis.release_replies()
                 r = await pending
@@ -510,21 +528,13 @@ class TestVerdictOverlap:
         async with _overlap_gateway(
             database_url, tmp_path, simulator, slow_redis, redis_prefix
         ) as (gw, token, user_id):
+            await _use_up_the_minute(redis_prefix, user_id)
             redis = Redis.from_url(SHARED_REDIS)
             try:
-                # other gateway processes used up the user's minute meanwhile
-                await redis.set(f"{redis_prefix}:rpm:{user_id}", 10, keepttl=True)
                 stats = await sim_get(simulator, "/sim/stats")
-                slow_redis.hold_replies()
                 slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": stream}
                 async with gw.client(token) as c:
-                    pending = asyncio.create_task(c.post("/v1/chat/completions", json=slow))
-
-                    async def started_upstream() -> bool:
-                        now = await _sim_requests(simulator)
-                        return slow_redis.held > 0 and now == stats["requests_total"] + 1
-
-                    await wait_until(started_upstream, timeout=5)
+                    pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, slow)
                     slow_redis.release_replies()
                     r = await pending
                 assert_error(r, 429, "rate_limited")
@@ -556,11 +566,7 @@ class TestVerdictOverlap:
         async with _overlap_gateway(
             database_url, tmp_path, simulator, slow_redis, redis_prefix
         ) as (gw, token, user_id):
-            redis = Redis.from_url(SHARED_REDIS)
-            try:
-                await redis.set(f"{redis_prefix}:rpm:{user_id}", 10, keepttl=True)
-            finally:
-                await redis.aclose()
+            await _use_up_the_minute(redis_prefix, user_id)
             async with gw.client(token) as c:
                 r = await c.post(
                     "/v1/chat/completions",
@@ -576,16 +582,9 @@ class TestVerdictOverlap:
             database_url, tmp_path, simulator, slow_redis, redis_prefix
         ) as (gw, token, user_id):
             before = await sim_get(simulator, "/sim/stats")
-            slow_redis.hold_replies()
             slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": True}
             async with gw.client(token) as c:
-                pending = asyncio.create_task(c.post("/v1/chat/completions", json=slow))
-
-                async def started_upstream() -> bool:
-                    now = await _sim_requests(simulator)
-                    return slow_redis.held > 0 and now == before["requests_total"] + 1
-
-                await wait_until(started_upstream, timeout=5)
+                pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, slow)
                 pending.cancel()  # the client hangs up
                 with contextlib.suppress(asyncio.CancelledError):
                     await pending

@@ -100,6 +100,17 @@ async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         await writer.drain()
 
 
+def answers_with(raw: bytes) -> Handler:
+    """A server that reads one request, writes `raw` and closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+
+    return handle
+
+
 @run_both
 async def test_streams_and_reuses_one_connection() -> None:
     async with serving(keep_answering) as rig:
@@ -185,11 +196,7 @@ async def test_dropped_idle_connection_is_sent_on_once_more() -> None:
 
 @run_both
 async def test_answer_delimited_by_close() -> None:
-    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-
+    http10 = answers_with(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
     async with serving(http10) as rig:
         conn = await rig.pool.post(rig.target, b"{}")
         assert await conn.read() == b"all of it"
@@ -198,11 +205,7 @@ async def test_answer_delimited_by_close() -> None:
 
 @run_both
 async def test_drop_mid_answer_is_an_error_after_what_arrived() -> None:
-    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\npart\r\n")
-        await writer.drain()
-
+    drop = answers_with(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\npart\r\n")
     async with serving(drop) as rig:
         conn = await rig.pool.post(rig.target, b"{}")
         assert await conn.chunk() == b"part"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -31,22 +33,34 @@ async def _overlaps(limiter: RateLimiter, user: Principal) -> bool:
     return ticket.overlap
 
 
-@pytest.fixture
-async def limiter(tmp_path: Path, redis_prefix: str):  # type: ignore[no-untyped-def]
-    redis = Redis.from_url(SHARED_REDIS)
+@contextlib.asynccontextmanager
+async def _limiter(
+    tmp_path: Path, prefix: str, redis_url: str = SHARED_REDIS, **limits: Any
+) -> AsyncIterator[RateLimiter]:
+    """A limiter on Redis at `redis_url` (keys under `prefix`), closed with its client."""
+    redis = Redis.from_url(redis_url, socket_timeout=2)
     settings = make_settings(
         "sqlite+aiosqlite://",
         tmp_path,
         redis_url=SHARED_REDIS,
-        rate_limit_key_prefix=redis_prefix,
+        rate_limit_key_prefix=prefix,
         rate_limit_requests_per_minute=100,
-        rate_limit_concurrent_streams=10,
-        rate_limit_tokens_per_day=0,
+        **limits,
     )
     limiter = RateLimiter(settings, redis)
-    yield limiter
-    await limiter.aclose()
-    await redis.aclose()
+    try:
+        yield limiter
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+@pytest.fixture
+async def limiter(tmp_path: Path, redis_prefix: str) -> AsyncIterator[RateLimiter]:
+    async with _limiter(
+        tmp_path, redis_prefix, rate_limit_concurrent_streams=10, rate_limit_tokens_per_day=0
+    ) as limiter:
+        yield limiter
 
 
 async def test_no_overlap_for_a_user_not_seen_yet(limiter: RateLimiter) -> None:
@@ -148,29 +162,23 @@ async def test_no_overlap_for_anyone_once_the_store_failed(
 ) -> None:
     proxy = TcpProxy(6379)
     await proxy.start()
-    redis = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=2)
-    settings = make_settings(
-        "sqlite+aiosqlite://",
-        tmp_path,
-        redis_url=SHARED_REDIS,
-        rate_limit_key_prefix=redis_prefix,
-        rate_limit_requests_per_minute=100,
-        rate_limit_concurrent_streams=100,
-    )
-    limiter = RateLimiter(settings, redis)
     try:
-        user = _user(11)
-        await limiter.settle(limiter.begin(user))
-        assert await _overlaps(limiter, user)
-        await proxy.stop()  # Redis unreachable: fail open lets it through, unchecked
-        assert not (await limiter.settle(limiter.begin(user))).holds_stream_slot
-        await proxy.start()
-        # no request goes upstream before its verdict until the store has answered again
-        assert await _overlaps(limiter, user) is False
-        assert await _overlaps(limiter, user) is True
+        async with _limiter(
+            tmp_path,
+            redis_prefix,
+            f"redis://127.0.0.1:{proxy.port}/0",
+            rate_limit_concurrent_streams=100,
+        ) as limiter:
+            user = _user(11)
+            await limiter.settle(limiter.begin(user))
+            assert await _overlaps(limiter, user)
+            await proxy.stop()  # Redis unreachable: fail open lets it through, unchecked
+            assert not (await limiter.settle(limiter.begin(user))).holds_stream_slot
+            await proxy.start()
+            # no request goes upstream before its verdict until the store has answered again
+            assert await _overlaps(limiter, user) is False
+            assert await _overlaps(limiter, user) is True
     finally:
-        await limiter.aclose()
-        await redis.aclose()
         if proxy.running:
             await proxy.stop()
 
@@ -178,20 +186,7 @@ async def test_no_overlap_for_anyone_once_the_store_failed(
 async def test_never_when_failing_closed(tmp_path: Path, redis_prefix: str) -> None:
     """RATE_LIMIT_FAIL_CLOSED: a request refused because the store failed (503) must not have
     reached the model server either, so every request waits for its verdict."""
-    redis = Redis.from_url(SHARED_REDIS)
-    settings = make_settings(
-        "sqlite+aiosqlite://",
-        tmp_path,
-        redis_url=SHARED_REDIS,
-        rate_limit_key_prefix=redis_prefix,
-        rate_limit_requests_per_minute=100,
-        rate_limit_fail_closed=True,
-    )
-    limiter = RateLimiter(settings, redis)
-    try:
+    async with _limiter(tmp_path, redis_prefix, rate_limit_fail_closed=True) as limiter:
         user = _user(12)
         await limiter.settle(limiter.begin(user))
         assert await _overlaps(limiter, user) is False
-    finally:
-        await limiter.aclose()
-        await redis.aclose()

@@ -32,14 +32,22 @@ async def redis() -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def pipeliner(redis: Redis) -> AsyncIterator[RedisPipeliner]:
+    pipeliner = RedisPipeliner(redis)
+    yield pipeliner
+    await pipeliner.aclose()
+
+
 def test_packed_as_redis_py_packs() -> None:
     args = ("EVALSHA", "ab" * 20, 3, "p:rpm:1", "p:tokens:1:é", 0, 60, -5)
     assert _pack(*args) == b"".join(Connection().pack_command(*args))
 
 
-async def test_one_round_trip_for_the_callers_of_a_loop_turn(redis: Redis) -> None:
+async def test_one_round_trip_for_the_callers_of_a_loop_turn(
+    redis: Redis, pipeliner: RedisPipeliner
+) -> None:
     key = f"{redis.prefix}:n"  # type: ignore[attr-defined]
-    pipeliner = RedisPipeliner(redis)
     trips = 0
     round_trip = pipeliner._round_trip
 
@@ -49,41 +57,34 @@ async def test_one_round_trip_for_the_callers_of_a_loop_turn(redis: Redis) -> No
         return await round_trip(commands)
 
     pipeliner._round_trip = counted  # type: ignore[method-assign]
-    try:
-        futures = [pipeliner.run(lambda c: c.incrby(key, 1)) for _ in range(5)]
-        assert [r[0] for r in await asyncio.gather(*futures)] == [1, 2, 3, 4, 5]
-        assert trips == 1
-    finally:
-        await pipeliner.aclose()
+    futures = [pipeliner.run(lambda c: c.incrby(key, 1)) for _ in range(5)]
+    assert [r[0] for r in await asyncio.gather(*futures)] == [1, 2, 3, 4, 5]
+    assert trips == 1
 
 
-async def test_an_error_reply_fails_only_its_caller(redis: Redis) -> None:
+async def test_an_error_reply_fails_only_its_caller(
+    redis: Redis, pipeliner: RedisPipeliner
+) -> None:
     key = f"{redis.prefix}:m"  # type: ignore[attr-defined]
-    pipeliner = RedisPipeliner(redis)
-    try:
-        bad = pipeliner.run(lambda c: c.evalsha("0" * 40, 0))
-        good = pipeliner.run(lambda c: c.incrby(key, 7))
-        with pytest.raises(NoScriptError):
-            await bad
-        assert await good == [7]
-        assert await pipeliner.run(lambda c: c.decr(key)) == [6]  # the connection is fine
-    finally:
-        await pipeliner.aclose()
+    bad = pipeliner.run(lambda c: c.evalsha("0" * 40, 0))
+    good = pipeliner.run(lambda c: c.incrby(key, 7))
+    with pytest.raises(NoScriptError):
+        await bad
+    assert await good == [7]
+    assert await pipeliner.run(lambda c: c.decr(key)) == [6]  # the connection is fine
 
 
-async def test_a_connection_dropped_while_idle_is_replaced(redis: Redis) -> None:
+async def test_a_connection_dropped_while_idle_is_replaced(
+    redis: Redis, pipeliner: RedisPipeliner
+) -> None:
     key = f"{redis.prefix}:k"  # type: ignore[attr-defined]
-    pipeliner = RedisPipeliner(redis)
-    try:
-        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
-        (conn_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
-        assert await redis.execute_command("CLIENT", "KILL", "ID", conn_id) == 1
-        pipeliner._last_used -= STALE_CHECK_S  # it sat idle: checked before the next batch
-        assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [2]  # on a new connection
-        (new_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
-        assert new_id != conn_id
-    finally:
-        await pipeliner.aclose()
+    assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
+    (conn_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
+    assert await redis.execute_command("CLIENT", "KILL", "ID", conn_id) == 1
+    pipeliner._last_used -= STALE_CHECK_S  # it sat idle: checked before the next batch
+    assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [2]  # on a new connection
+    (new_id,) = await pipeliner.run(lambda c: c.append(_pack(b"CLIENT", b"ID")))
+    assert new_id != conn_id
 
 
 async def test_queued_releases_are_sent_before_closing(redis: Redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -132,9 +133,10 @@ async def test_a_batch_lost_on_its_way_back_is_not_sent_twice(redis: Redis) -> N
             await proxy.stop()
 
 
-async def test_closed_it_fails_what_is_queued_and_what_comes_later(redis: Redis) -> None:
+async def test_closed_it_fails_what_is_queued_and_what_comes_later(
+    redis: Redis, pipeliner: RedisPipeliner
+) -> None:
     key = f"{redis.prefix}:c"  # type: ignore[attr-defined]
-    pipeliner = RedisPipeliner(redis)
     assert await pipeliner.run(lambda c: c.incrby(key, 1)) == [1]
     await pipeliner.aclose()
     with pytest.raises(RedisConnectionError):
