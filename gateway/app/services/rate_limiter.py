@@ -8,7 +8,7 @@ same rules run in process memory. Redis down: requests pass (fail open, logged, 
 `/health` degraded) unless RATE_LIMIT_FAIL_CLOSED, then 503.
 
 Tokens per day: an admitted request reserves its `max_tokens` bound on the day's counter
-(`reserve`), and `release` settles it to what was really used (the usage chunk's counts, or for
+(`reserve`), and `release_soon` settles it to what was really used (the usage chunk's counts, or for
 a cut stream the tokens the gateway relayed). Admission refuses once the counter (used plus
 reserved) reaches the limit, so answers running at the same time cannot together overshoot the
 day's budget by more than one answer's bound; without the reservation every stream admitted
@@ -87,13 +87,13 @@ class Quota:
 
 @dataclass(slots=True)
 class Admission:
-    """A request let in; `release()` it when its response is over."""
+    """A request let in; `release_soon()` it when its response is over."""
 
     user_id: int
     quota: Quota
     headers: dict[str, str] = field(default_factory=dict)
     holds_stream_slot: bool = False
-    reserved_tokens: int = 0  # on `tokens_key`, settled by release()
+    reserved_tokens: int = 0  # on `tokens_key`, settled by release_soon()
     tokens_key: str | None = None
 
 
@@ -295,7 +295,8 @@ class RateLimiter:
         return queue
 
     async def reserve(self, admission: Admission, tokens: int) -> None:
-        """Hold `tokens` (the answer's bound) on the day's counter until `release` settles it."""
+        """Hold `tokens` (the answer's bound) on the day's counter until `release_soon` settles
+        it."""
         if not (self.settings.rate_limit_enabled and admission.quota.tokens_per_day) or tokens < 1:
             return
         tokens_key = self._keys(admission.user_id)[2]
@@ -317,12 +318,6 @@ class RateLimiter:
             pipe.expire(tokens_key, _seconds_to_midnight() + 3600)
 
         await self._pipeliner.run(queue)
-
-    async def release(self, admission: Admission, tokens: int | None) -> None:
-        """`release_soon`, waited for."""
-        sent = self.release_soon(admission, tokens)
-        if sent is not None:
-            await asyncio.wait((sent,))  # its failure is the callback's to count
 
     def release_soon(
         self, admission: Admission, tokens: int | None

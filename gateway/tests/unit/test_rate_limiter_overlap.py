@@ -151,7 +151,9 @@ async def test_a_caller_cancelled_before_the_verdict_leaves_no_slot_behind(
     # whoever cleans up learns the verdict: the slot it took, so it can give it back
     admission = await limiter.settle(ticket)
     assert admission.holds_stream_slot
-    await limiter.release(admission, None)
+    sent = limiter.release_soon(admission, None)
+    assert sent is not None
+    await sent
     redis = limiter.redis
     assert redis is not None
     assert int(await redis.get(f"{limiter.prefix}:streams:10") or 0) == 0
