@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import datetime
 import logging
 import re
 import sys
@@ -125,17 +128,91 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+class AccessLines:
+    """The access log's line, one per request, without structlog's processor chain: the same
+    JSON, key for key, that `log.info("request", **fields)` gives through the chain that
+    `configure_logging` sets up for JSON (`test_logging` compares the two), written to stdout
+    together with the other requests' lines of the same turn of the event loop: one write per
+    turn, not two per request (`print` writes the newline on its own). The chain was ~9 µs of
+    the gateway's ~250 µs per request at c32 (issue 17).
+
+    `configure_logging` installs it for the JSON format only; otherwise `access_line` goes
+    through structlog."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self._lines: list[bytes] = []
+
+    def emit(self, fields: dict[str, Any], quiet: bool) -> None:
+        if (logging.DEBUG if quiet else logging.INFO) < self.level:
+            return
+        # what the chain adds, in its order: event, level, request id, timestamp; then masking
+        fields["event"] = "request"
+        fields["level"] = "debug" if quiet else "info"
+        rid = current_request_id()
+        if rid is not None:
+            fields.setdefault("request_id", rid)
+        fields["timestamp"] = (
+            datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+        )
+        mask_secrets(None, "", fields)
+        line = orjson.dumps(fields, default=str)
+        if not self._lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop here: at once
+                self._lines.append(line)
+                self.flush()
+                return
+        self._lines.append(line)
+
+    def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        lines.append(b"")
+        try:
+            sys.stdout.write(b"\n".join(lines).decode())
+            sys.stdout.flush()
+        except (OSError, ValueError):  # stdout gone (closed pipe): nowhere to say it either
+            pass
+
+
+_access: AccessLines | None = None
+_structlog_access = structlog.get_logger()
+
+
+def access_line(fields: dict[str, Any], quiet: bool = False) -> None:
+    """Log the access line of a request (`quiet`: at debug level)."""
+    if _access is not None:
+        _access.emit(fields, quiet)
+    elif quiet:
+        _structlog_access.debug("request", **fields)
+    else:
+        _structlog_access.info("request", **fields)
+
+
+def flush_access_lines() -> None:
+    if _access is not None:
+        _access.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """One JSON line per event on stdout, secrets masked, for our logs and the libraries'.
 
     Our own loggers are structlog-native (no stdlib LogRecord per line: the access log is on the
     hot path); stdlib loggers (uvicorn, sqlalchemy, alembic) go through the same processors.
     """
+    global _access
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    flush_access_lines()
+    _access = AccessLines(logging.getLevelName(level)) if fmt == "json" else None
+    atexit.unregister(flush_access_lines)
+    atexit.register(flush_access_lines)  # what the last turn of the loop left
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

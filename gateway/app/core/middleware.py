@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import tracing
 from app.core.errors import PayloadTooLarge, error_response, response_for_unexpected
+from app.core.logging import access_line
 from app.core.metrics import HTTP_DURATION, HTTP_REQUESTS
 from app.core.request_context import set_request_id
 from app.schemas.wire import NUL, NUL_MESSAGE
@@ -133,10 +134,7 @@ class RequestContextMiddleware:
                 "client_ip": (scope.get("client") or ("-",))[0],
                 **fields,
             }
-            if path in _QUIET_PATHS and final_status < 400:
-                log.debug("request", **line)
-            else:
-                log.info("request", **line)
+            access_line(line, quiet=path in _QUIET_PATHS and final_status < 400)
             set_request_id(None)
 
     def _refusal(self, scope: Scope) -> ASGIApp | None:

@@ -427,15 +427,26 @@ class ChatRelay(Response):
 
         headers = self._response_headers(b"text/event-stream; charset=utf-8")
         headers += [(b"x-accel-buffering", b"no")]
+        pending = self._pending  # content deltas held back to merge (ui mode only)
+        # the first events are turned into bytes before the start message goes, so that the
+        # head and the first body leave back to back (a client then wakes once for both)
+        failed: Exception | None = None
+        try:
+            out, done, self._template = self._process(events, pending, self._template)
+        except Exception as exc:  # follows the head, as if the head had gone first
+            failed = exc
         self._response_started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         send = send_body
-        pending = self._pending  # content deltas held back to merge (ui mode only)
+        if isinstance(failed, UpstreamError):  # an error event among the first ones
+            await self._end_with_error(send, failed, pending, self._template)
+            return
+        if failed is not None:
+            raise failed
         last_send = time.perf_counter()
         idle = _IdleWatch(self, self.idle_timeout_s)
         try:
             while True:
-                out, done, self._template = self._process(events, pending, self._template)
                 template = self._template
                 if pending and (done or time.perf_counter() - last_send >= self.flush_s):
                     out += _merged_event(template, pending)
@@ -452,14 +463,15 @@ class ChatRelay(Response):
                     try:
                         async with asyncio.timeout(wait):
                             chunk = await idle.read(resp)
-                    except TimeoutError:
-                        events = []
+                    except TimeoutError:  # time to send what is held back
+                        out = b""
                         continue
                 else:
                     chunk = await idle.read(resp)
                 if not chunk:
                     raise upstream_failed("the stream ended without [DONE]")
                 events, buffer = split_events(buffer + chunk)
+                out, done, self._template = self._process(events, pending, self._template)
         except UpstreamError as err:
             await self._end_with_error(send, err, pending, self._template)
             return

@@ -134,3 +134,34 @@ async def test_v1_is_never_coalesced(start_gateway) -> None:  # type: ignore[no-
     assert len(content_events) == 40
     assert events[-1] == "[DONE]"
     assert "conversation_id" not in events[0]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+async def test_the_head_leaves_with_the_first_events(start_gateway, monkeypatch, path: str) -> None:  # type: ignore[no-untyped-def]
+    """The first events are made into bytes before the head is sent, so head and first body
+    leave back to back and a client wakes once for both (issue 17: with the head first, the
+    relay's work on the events sat between the two writes and clients read twice)."""
+    from app.services.chat_stream import ChatRelay
+
+    started_at_each_call: list[bool] = []
+    process = ChatRelay._process
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started_at_each_call.append(self._response_started)
+        return process(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatRelay, "_process", spy)
+    async with start_gateway() as gw:
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+            body = {
+                "model": "current",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            headers = {"Authorization": f"Bearer {token}"}
+            async with c.stream("POST", path, headers=headers, json=body) as response:
+                assert response.status_code == 200
+                lines = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) > 2
+    assert started_at_each_call[0] is False

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
 
 import pytest
 import structlog
@@ -86,3 +88,78 @@ def test_masking_is_the_same_once_a_key_is_known() -> None:
     assert first["detail"] == "Authorization: Bearer ***" and first["token"] == "***"
     assert first["nested"] == {"password": "***", "fine": "ok"}
     assert first["items"] == ["sk-***", 1] and first["count"] == 3 and first["nothing"] is None
+
+
+def _access_fields() -> dict[str, object]:
+    return {
+        "logger": "gateway.access",
+        "method": "POST",
+        "path": "/v1/chat/completions?mail=jane@example.com",
+        "status_code": 200,
+        "latency_ms": 7.81,
+        "client_ip": "127.0.0.1",
+        "user_id": 2,
+        "model": "simulator-model",
+        "prompt": "my password=hunter2",
+        "api_key": "sk-0123456789abcdef",
+        "level": "overwritten",
+        "ttft_ms": None,
+    }
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_access_line_is_what_the_structlog_chain_writes(
+    capsys: pytest.CaptureFixture[str], quiet: bool
+) -> None:
+    """The access log's own writer (no processor chain, one write per loop turn) writes what
+    `log.info("request", ...)` writes through the chain: the same keys in the same order, the
+    same values and masking; the timestamp in the same form."""
+    from app.core import logging as logs
+    from app.core.request_context import set_request_id
+
+    configure_logging("DEBUG", "json")
+    set_request_id("rid-1")
+    try:
+        logs.access_line(_access_fields(), quiet=quiet)
+        logs.flush_access_lines()
+        log = structlog.get_logger()
+        (log.debug if quiet else log.info)("request", **_access_fields())
+    finally:
+        set_request_id(None)
+    direct, chain = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert list(direct) == list(chain)
+    stamp_direct, stamp_chain = direct.pop("timestamp"), chain.pop("timestamp")
+    assert direct == chain
+    assert direct["level"] == ("debug" if quiet else "info") and direct["request_id"] == "rid-1"
+    assert "hunter2" not in json.dumps(direct) and "jane@" not in direct["path"]
+    assert len(stamp_direct) == len(stamp_chain) and stamp_direct.endswith("Z")
+
+
+async def test_access_lines_of_one_loop_turn_leave_in_one_write() -> None:
+    """Lines queued in one turn of the loop are written once, at the next turn; nothing below
+    the level is written at all."""
+    from app.core import logging as logs
+
+    configure_logging("INFO", "json")
+    writes: list[str] = []
+
+    class Out:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    real, sys.stdout = sys.stdout, Out()  # type: ignore[assignment]
+    try:
+        for n in range(3):
+            logs.access_line({"logger": "gateway.access", "n": n})
+        logs.access_line({"logger": "gateway.access", "n": 3}, quiet=True)  # debug: dropped
+        assert writes == []
+        await asyncio.sleep(0)
+    finally:
+        sys.stdout = real
+    assert len(writes) == 1
+    assert [json.loads(x)["n"] for x in writes[0].splitlines()] == [0, 1, 2]
+    assert writes[0].endswith("\n")
