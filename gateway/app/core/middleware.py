@@ -13,11 +13,11 @@ import itertools
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,17 +53,33 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         max_header_bytes: int = 32 * 1024,
         max_header_count: int = 100,
+        on_start: Callable[[Scope, Message], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
+        # what the middlewares above it would do to the start message, where they are skipped
+        # (`app.core.asgi`'s relay lane); after the request id is added
+        self.on_start = on_start
         # a random per-process prefix and a counter: unique, 32 hex characters, no syscall
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count(1)
         # the metric children by (route template, method, status): `labels()` takes a lock and
         # builds its key on every call; the hot path asks for the same few series each time
         self._series: dict[tuple[str, str, Any], tuple[Any, Any]] = {}
+
+    def lane(
+        self, app: ASGIApp, on_start: Callable[[Scope, Message], None]
+    ) -> RequestContextMiddleware:
+        """The same middleware, configured the same, around another app."""
+        return RequestContextMiddleware(
+            app,
+            max_body_bytes=self.max_body_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_header_count=self.max_header_count,
+            on_start=on_start,
+        )
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -82,13 +98,20 @@ class RequestContextMiddleware:
         fields: dict[str, Any] = state.setdefault("log", {})
         status = 0
         response_started = False
+        on_start = self.on_start
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                # a new list: a response object may send its own list again
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+                if on_start is not None:
+                    on_start(scope, message)
             await send(message)
 
         limit = self.max_body_bytes

@@ -62,16 +62,17 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        added = self._sets[scope["path"] in self.docs_paths, scope.get("scheme") == "https"]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                present = {name.lower() for name, _ in headers}
-                message["headers"] = [
-                    *headers,
-                    *(header for header in added if header[0] not in present),
-                ]
+                self.add_headers(scope, message)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def add_headers(self, scope: Scope, message: Message) -> None:
+        """Add to a start message the headers it does not set already."""
+        added = self._sets[scope["path"] in self.docs_paths, scope.get("scheme") == "https"]
+        headers = message.get("headers", ())
+        present = {name.lower() for name, _ in headers}
+        message["headers"] = [*headers, *(header for header in added if header[0] not in present)]

@@ -204,3 +204,91 @@ async def test_body_send_is_the_servers_send_when_the_app_recorded_it() -> None:
 
     assert body_send({RAW_SEND: server_send}, wrapped) is server_send
     assert body_send({}, wrapped) is wrapped  # outside GatewayApp: the given send
+
+
+def _streaming(extra_headers: list[tuple[bytes, bytes]]) -> Endpoint:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": headers + extra_headers}
+        )
+        await body_send(scope, send)({"type": "http.response.body", "body": b"data: 1\n\n"})
+
+    return endpoint
+
+
+def _in_order(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers.multi_items() if k not in ("x-request-id", "date")]
+
+
+@pytest.mark.parametrize("extra", [[], [(b"vary", b"Accept-Encoding")]], ids=["plain", "vary"])
+@pytest.mark.parametrize("origin", [None, "http://ui.example"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_the_relay_lane_answers_with_the_stacks_headers_in_its_order(
+    tmp_path: Path, extra: list[tuple[bytes, bytes]], origin: str | None, scheme: str
+) -> None:
+    """A relay request without an Origin header goes past the middleware stack (the lane); its
+    answer carries what the stack would have added (request id, CORS's Vary, the security
+    headers), in the same order; one with an Origin (a browser) goes through the stack."""
+    answers = []
+    for dispatch in (True, False):
+        app = _app(tmp_path, dispatch=dispatch)
+        for path in RELAY_PATHS:
+            _spy(app, path, _streaming(extra))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://gw") as client:
+            headers = {"origin": origin} if origin else {}
+            for path in RELAY_PATHS:
+                answers.append(await client.post(path, content=b"{}", headers=headers))
+    half = len(RELAY_PATHS)
+    for lane, full in zip(answers[:half], answers[half:], strict=True):
+        assert lane.status_code == full.status_code == 200 and lane.text == "data: 1\n\n"
+        assert _in_order(lane) == _in_order(full)
+        assert lane.headers["x-request-id"] and lane.headers["x-content-type-options"]
+        assert ("strict-transport-security" in lane.headers) == (scheme == "https")
+
+
+async def test_the_lane_is_taken_only_without_an_origin_and_only_for_relay_paths(
+    tmp_path: Path,
+) -> None:
+    app = _app(tmp_path)
+    _spy(app, "/v1/chat/completions", _streaming([]))
+    async with _client(app) as client:
+        assert (await client.get("/health/live")).status_code == 200  # builds the stack
+        assert app._lane is not None
+        stacked: list[str] = []
+        stack = app.middleware_stack
+        assert stack is not None
+
+        async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+            stacked.append(scope["path"])
+            await stack(scope, receive, send)
+
+        app.middleware_stack = counting
+        await client.post("/v1/chat/completions", content=b"{}")
+        assert stacked == []
+        await client.post("/v1/chat/completions", content=b"{}", headers={"origin": "http://x"})
+        await client.get("/health/live")
+        assert stacked == ["/v1/chat/completions", "/health/live"]
+
+
+async def test_no_lane_when_another_middleware_sits_in_the_stack(tmp_path: Path) -> None:
+    """A middleware the lane does not know about (added later, or OpenTelemetry's) is never
+    skipped: the relay requests go through the stack."""
+    app = _app(tmp_path)
+    seen: list[str] = []
+
+    class Extra:
+        def __init__(self, inner: Any) -> None:
+            self.app = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    app.add_middleware(Extra)
+    _spy(app, "/v1/chat/completions", _streaming([]))
+    async with _client(app) as client:
+        r = await client.post("/v1/chat/completions", content=b"{}")
+    assert r.status_code == 200 and seen == ["/v1/chat/completions"]
+    assert app._lane is None
