@@ -63,6 +63,7 @@ class GatewayApp(FastAPI):
     relay_routes: Mapping[str, Route] = {}
     # the relay routes' lane past the middleware stack (`_relay_lane`), once the stack is built
     _lane: ASGIApp | None = None
+    _lane_confirmed = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +74,12 @@ class GatewayApp(FastAPI):
         scope[RAW_SEND] = send
         try:
             lane = self._lane
+            if lane is not None and not self._lane_confirmed:
+                # FastAPI's telemetry can be switched on by the lifespan's start-up, after the
+                # stack was built (at the lifespan's first message): asked again, once
+                self._lane_confirmed = True
+                if self._native_telemetry.enabled():
+                    self._lane = lane = None
             if (
                 lane is not None
                 and scope["path"] in self.relay_routes
@@ -92,7 +99,7 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
-        self._lane = None
+        self._lane, self._lane_confirmed = None, False
         if not self.relay_routes:
             return app
         parent: ASGIApp | None = None

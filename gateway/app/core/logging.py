@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import datetime
+import json
 import logging
 import re
 import sys
@@ -142,6 +144,7 @@ class AccessLines:
     def __init__(self, level: int) -> None:
         self.level = level
         self._lines: list[bytes] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
 
     def emit(self, fields: dict[str, Any], quiet: bool) -> None:
         if (logging.DEBUG if quiet else logging.INFO) < self.level:
@@ -156,26 +159,34 @@ class AccessLines:
             datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
         )
         mask_secrets(None, "", fields)
-        line = orjson.dumps(fields, default=str)
-        if not self._lines:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop here: at once
-                self._lines.append(line)
-                self.flush()
-                return
-        self._lines.append(line)
+        self._lines.append(orjson.dumps(fields, default=str))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: at once
+            self.flush()
+            return
+        if self._flush_on is not loop:  # (a loop that closed with a flush due is another loop)
+            self._flush_on = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        self._flush_on = None
         lines, self._lines = self._lines, []
         if not lines:
             return
-        lines.append(b"")
         try:
-            sys.stdout.write(b"\n".join(lines).decode())
-            sys.stdout.flush()
-        except (OSError, ValueError):  # stdout gone (closed pipe): nowhere to say it either
+            _write(b"\n".join(lines) + b"\n")
+        except ValueError:  # a stdout that cannot encode a line: each on its own, escaped
+            for line in lines:
+                with contextlib.suppress(ValueError, OSError):
+                    _write(json.dumps(json.loads(line), separators=(",", ":")).encode() + b"\n")
+        except OSError:  # stdout gone (closed pipe): nowhere to say it either
             pass
+
+
+def _write(text: bytes) -> None:
+    sys.stdout.write(text.decode())
+    sys.stdout.flush()
 
 
 _access: AccessLines | None = None

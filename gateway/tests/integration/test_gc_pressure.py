@@ -9,6 +9,7 @@ benchmark's streams went from ~16 ms to ~120 ms)."""
 from __future__ import annotations
 
 import gc
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,64 @@ async def test_the_served_process_freezes_its_start_up_heap(
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_an_error_event_in_the_first_read_leaves_no_reference_cycle(
+    start_gateway: Any,
+) -> None:
+    """The model server's error event arrives with the first events: the client gets the head,
+    the error event and [DONE]; the exception is not kept where it makes a cycle (frame ->
+    local -> exception -> traceback -> frame) for the collector to find."""
+    from aiohttp import web
+
+    from tests.ports import free_port
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "failing"}]})
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        error = {"error": {"message": "out of memory", "type": "InternalServerError"}}
+        await resp.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    body = {"model": "failing", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with start_gateway(vllm_base_url=f"http://127.0.0.1:{port}/v1") as gw:
+            async with gw.client() as c:
+                token = await login(c, "test", "test")
+            headers = {"authorization": f"Bearer {token}"}
+            async with gw.client() as c:
+
+                async def one() -> list[str]:
+                    async with c.stream(
+                        "POST", "/v1/chat/completions", json=body, headers=headers
+                    ) as r:
+                        assert r.status_code == 200
+                        return await read_sse(r)
+
+                await one()  # warm-up
+                gc.collect()
+                gc.disable()
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                try:
+                    for _ in range(5):
+                        events = await one()
+                        assert events[-1] == "[DONE]" and "error" in events[-2]
+                    gc.collect()
+                    kinds = {type(o).__name__ for o in gc.garbage}
+                finally:
+                    gc.set_debug(0)
+                    gc.garbage.clear()
+                    gc.enable()
+    finally:
+        await runner.cleanup()
+    assert "UpstreamError" not in kinds, kinds

@@ -292,3 +292,27 @@ async def test_no_lane_when_another_middleware_sits_in_the_stack(tmp_path: Path)
         r = await client.post("/v1/chat/completions", content=b"{}")
     assert r.status_code == 200 and seen == ["/v1/chat/completions"]
     assert app._lane is None
+
+
+async def test_no_lane_once_fastapi_telemetry_is_on_after_the_stack_was_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack is built at the lifespan's first message; FastAPI's telemetry can be switched
+    on by the start-up that follows (its auto-configuration): the first request asks again."""
+    app = _app(tmp_path)
+    app.middleware_stack = app.build_middleware_stack()
+    assert app._lane is not None
+    monkeypatch.setattr(app._native_telemetry, "enabled", lambda: True)
+    _spy(app, "/v1/chat/completions", _streaming([]))
+    stacked: list[str] = []
+    stack = app.middleware_stack
+
+    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+        stacked.append(scope["path"])
+        await stack(scope, receive, send)
+
+    app.middleware_stack = counting
+    async with _client(app) as client:
+        r = await client.post("/v1/chat/completions", content=b"{}")
+    assert r.status_code == 200 and stacked == ["/v1/chat/completions"]
+    assert app._lane is None

@@ -163,3 +163,68 @@ async def test_access_lines_of_one_loop_turn_leave_in_one_write() -> None:
     assert len(writes) == 1
     assert [json.loads(x)["n"] for x in writes[0].splitlines()] == [0, 1, 2]
     assert writes[0].endswith("\n")
+
+
+class _Out:
+    """A stdout that keeps what is written; `ascii_only` refuses what ASCII cannot encode."""
+
+    def __init__(self, ascii_only: bool = False) -> None:
+        self.writes: list[str] = []
+        self.ascii_only = ascii_only
+
+    def write(self, text: str) -> int:
+        if self.ascii_only:
+            text.encode("ascii")  # UnicodeEncodeError, as a stdout in an ASCII locale
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_line_stdout_cannot_encode_costs_no_other_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client chooses its path, and the path is in its access line: a character the stdout
+    cannot encode must not take the other lines of the same write with it (nor its own)."""
+    from app.core import logging as logs
+
+    configure_logging("INFO", "json")
+    out = _Out(ascii_only=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    logs.access_line({"logger": "gateway.access", "path": "/a"})
+    logs.access_line({"logger": "gateway.access", "path": "/é"})
+    logs.access_line({"logger": "gateway.access", "path": "/b"})
+    logs.flush_access_lines()
+    lines = [json.loads(x) for text in out.writes for x in text.splitlines()]
+    assert [x["path"] for x in lines] == ["/a", "/é", "/b"]
+
+
+def test_a_loop_closed_with_a_flush_due_does_not_stop_the_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop that closes before its flush ran: the next loop's lines still leave on its next
+    turn (they waited for the process to exit)."""
+    from app.core import logging as logs
+
+    configure_logging("INFO", "json")
+    out = _Out()
+    monkeypatch.setattr(sys, "stdout", out)
+
+    async def log_one(n: int) -> None:
+        logs.access_line({"logger": "gateway.access", "n": n})
+
+    async def log_and_stop() -> None:
+        await log_one(1)  # the flush is queued on this loop ...
+        asyncio.get_running_loop().stop()  # ... which stops at the end of this turn
+
+    first = asyncio.new_event_loop()
+    task = first.create_task(log_and_stop())
+    first.run_forever()
+    first.close()  # the flush never ran
+    assert task.done()
+
+    async def log_and_turn() -> None:
+        await log_one(2)
+        await asyncio.sleep(0)
+
+    asyncio.run(log_and_turn())
+    assert [json.loads(x)["n"] for text in out.writes for x in text.splitlines()] == [1, 2]
