@@ -216,8 +216,10 @@ class RateLimiter:
             try:
                 try:
                     # shielded: a caller cancelled meanwhile leaves the check running, and
-                    # whoever settles it later learns whether it took a stream slot
-                    result = await asyncio.shield(ticket.future)
+                    # whoever settles it later learns whether it took a stream slot (not
+                    # needed, and not paid for, when the reply is in already)
+                    future = ticket.future
+                    result = future.result() if future.done() else await asyncio.shield(future)
                 except NoScriptError:  # Redis restarted without the script: load it again
                     assert self._pipeliner is not None
                     await self._pipeliner.redis.script_load(_ADMIT_LUA)

@@ -72,7 +72,7 @@ class _Relay:
             chat.record_refusal(self.ui, request_id, err)
             raise
         try:
-            raw_body = await request.body()
+            raw_body = await _body(request)
         except ClientDisconnect:  # the client left while sending its body: nobody to answer
             fields = log_fields(request)
             chat.client_left(principal, ui=self.ui, request_id=request_id, log_fields=fields)
@@ -85,6 +85,26 @@ class _Relay:
             request_id=request_id,
             log_fields=log_fields(request),
         )
+
+
+async def _body(request: Request) -> bytes:
+    """Starlette's `Request.body()` without the async generator it reads through (the hot
+    path): the same messages, the same ClientDisconnect, the body kept on the request."""
+    chunks: list[bytes] = []
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            request._is_disconnected = True
+            raise ClientDisconnect()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body
+    request._stream_consumed = True
+    return body
 
 
 class UIChat(_Relay):
