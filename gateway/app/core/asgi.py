@@ -76,7 +76,7 @@ class GatewayApp(FastAPI):
             lane = self._lane
             if lane is not None and not self._lane_confirmed:
                 # FastAPI's telemetry can be switched on by the lifespan's start-up, after the
-                # stack was built (at the lifespan's first message): asked again, once
+                # stack was built (at the lifespan's first message): asked at the first request
                 self._lane_confirmed = True
                 if self._native_telemetry.enabled():
                     self._lane = lane = None
@@ -109,8 +109,7 @@ class GatewayApp(FastAPI):
         if node is not None and parent is not None:
             dispatch = _RelayDispatch(node, dict(self.relay_routes), self.router)
             parent.app = dispatch  # type: ignore[attr-defined]
-            if not self._native_telemetry.enabled():
-                self._lane = _relay_lane(app, dispatch)
+            self._lane = _relay_lane(app, dispatch)
         return app
 
 
@@ -205,8 +204,8 @@ def _relay_lane(stack: ASGIApp, dispatch: ASGIApp) -> ASGIApp | None:
     no body limit of FastAPI's own. Per request that was ~5 % of the gateway at c32 (issue 17).
 
     Only for the stack it knows, layer for layer: another middleware anywhere above the
-    dispatch (OpenTelemetry's wraps the stack, FastAPI's telemetry adds its own), and there is
-    no lane."""
+    dispatch (OpenTelemetry's wraps the stack), and there is no lane; with FastAPI's telemetry
+    on at the first request, `GatewayApp` drops it."""
     nodes: list[Any] = []
     node: Any = stack
     while node is not None and len(nodes) < len(_LANE_STACK):

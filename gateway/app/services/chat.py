@@ -166,12 +166,7 @@ class ChatService:
                 admission = await self.limiter.settle(ticket)
         except AppError as exc:
             err = exc
-            if relay is not None:
-                relay.abandon()
-            if entered:
-                self.gate.leave()
-            if member_gate is not None:
-                member_gate.leave()
+            self._back_out(relay, entered, member_gate)
             if admission is None:  # the verdict comes first: a refusal is the answer
                 try:
                     admission = await self.limiter.settle(ticket)
@@ -197,18 +192,24 @@ class ChatService:
             if err is exc:
                 raise
             raise err from exc
-        except BaseException:
-            if relay is not None:
-                relay.abandon()
-            if entered:  # a database outage in store.begin, a cancelled request, ...
-                self.gate.leave()
-            if member_gate is not None:
-                member_gate.leave()
+        except BaseException:  # a database outage in store.begin, a cancelled request, ...
+            self._back_out(relay, entered, member_gate)
             # its stream slot and token reservation go back (once the verdict is in)
             self.spawn(self._release_unused(ticket))
             raise
         relay.extra_headers.update(admission.headers)
         return relay
+
+    def _back_out(
+        self, relay: ChatRelay | None, entered: bool, member_gate: ServingGate | None
+    ) -> None:
+        """What a request that will not run holds: the request sent early, the gates."""
+        if relay is not None:
+            relay.abandon()
+        if entered:
+            self.gate.leave()
+        if member_gate is not None:
+            member_gate.leave()
 
     async def _release_unused(self, ticket: AdmitTicket) -> None:
         """What an admitted request that never ran took goes back (its verdict first, if it

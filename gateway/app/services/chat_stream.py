@@ -430,20 +430,15 @@ class ChatRelay(Response):
         pending = self._pending  # content deltas held back to merge (ui mode only)
         # the first events are turned into bytes before the start message goes, so that the
         # head and the first body leave back to back (a client then wakes once for both)
-        head = {"type": "http.response.start", "status": 200, "headers": headers}
         try:
-            out, done, self._template = self._process(events, pending, self._template)
-        except UpstreamError as err:  # an error event among the first: after the head, as ever
-            self._response_started = True
-            await send(head)
+            try:
+                out, done, self._template = self._process(events, pending, self._template)
+            finally:  # the head goes whatever came of them, as it did when it went first
+                self._response_started = True
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except UpstreamError as err:  # an error event among the first: after the head
             await self._end_with_error(send_body, err, pending, self._template)
             return
-        except Exception:  # a fault of the gateway's own: after the head too (a cut stream)
-            self._response_started = True
-            await send(head)
-            raise
-        self._response_started = True
-        await send(head)
         send = send_body
         last_send = time.perf_counter()
         idle = _IdleWatch(self, self.idle_timeout_s)
