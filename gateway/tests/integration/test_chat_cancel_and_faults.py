@@ -254,10 +254,7 @@ class TestAfterTheAnswer:
         complete answer stored as "stopped"."""
         from aiohttp import web
 
-        from tests.ports import free_port
-
-        async def models(_: web.Request) -> web.Response:
-            return web.json_response({"object": "list", "data": [{"id": "lingering"}]})
+        from tests.model_server import model_server
 
         async def chat(request: web.Request) -> web.StreamResponse:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -273,15 +270,8 @@ class TestAfterTheAnswer:
             await asyncio.sleep(3)  # the end of the response comes late
             return resp
 
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with start_gateway(vllm_base_url=f"http://127.0.0.1:{port}/v1") as gw:
+        async with model_server("lingering", chat) as url:
+            async with start_gateway(vllm_base_url=url) as gw:
                 token = await _token(gw)
                 async with (
                     gw.client(token) as c,
@@ -305,5 +295,3 @@ class TestAfterTheAnswer:
 
                 (row,) = await wait_until(logged, timeout=10)
                 assert (row.status_code, row.error_code) == (200, None)
-        finally:
-            await runner.cleanup()

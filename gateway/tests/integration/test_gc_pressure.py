@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,24 @@ from asgi_lifespan import LifespanManager
 
 from app.main import GC_YOUNG_THRESHOLD, create_app
 from tests.conftest import empty_tables, login, make_settings, read_sse
+
+
+@contextmanager
+def _garbage() -> Iterator[set[str]]:
+    """The kinds of object that only the cycle collector freed while the block ran (filled in
+    when it ends): garbage collection off meanwhile, every collected object kept to look at."""
+    kinds: set[str] = set()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield kinds
+        gc.collect()
+        kinds.update(type(o).__name__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def test_relayed_requests_leave_no_reference_cycles(start_gateway: Any) -> None:
@@ -29,10 +49,7 @@ async def test_relayed_requests_leave_no_reference_cycles(start_gateway: Any) ->
             ) as r:
                 assert r.status_code == 200
                 await read_sse(r)
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with _garbage() as kinds:
             for _ in range(10):
                 async with c.stream(
                     "POST",
@@ -43,12 +60,6 @@ async def test_relayed_requests_leave_no_reference_cycles(start_gateway: Any) ->
                     assert r.status_code == 200
                     events = await read_sse(r)
                     assert events[-1] == "[DONE]"
-            gc.collect()
-            kinds = {type(o).__name__ for o in gc.garbage}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert "RequestResponseCycle" not in kinds, kinds
 
 
@@ -75,10 +86,7 @@ async def test_an_error_event_in_the_first_read_leaves_no_reference_cycle(
     local -> exception -> traceback -> frame) for the collector to find."""
     from aiohttp import web
 
-    from tests.ports import free_port
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "failing"}]})
+    from tests.model_server import model_server
 
     async def chat(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -87,42 +95,23 @@ async def test_an_error_event_in_the_first_read_leaves_no_reference_cycle(
         await resp.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
         return resp
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     body = {"model": "failing", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    try:
-        async with start_gateway(vllm_base_url=f"http://127.0.0.1:{port}/v1") as gw:
-            async with gw.client() as c:
-                token = await login(c, "test", "test")
-            headers = {"authorization": f"Bearer {token}"}
-            async with gw.client() as c:
+    async with model_server("failing", chat) as url, start_gateway(vllm_base_url=url) as gw:
+        async with gw.client() as c:
+            token = await login(c, "test", "test")
+        headers = {"authorization": f"Bearer {token}"}
+        async with gw.client() as c:
 
-                async def one() -> list[str]:
-                    async with c.stream(
-                        "POST", "/v1/chat/completions", json=body, headers=headers
-                    ) as r:
-                        assert r.status_code == 200
-                        return await read_sse(r)
+            async def one() -> list[str]:
+                async with c.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as r:
+                    assert r.status_code == 200
+                    return await read_sse(r)
 
-                await one()  # warm-up
-                gc.collect()
-                gc.disable()
-                gc.set_debug(gc.DEBUG_SAVEALL)
-                try:
-                    for _ in range(5):
-                        events = await one()
-                        assert events[-1] == "[DONE]" and "error" in events[-2]
-                    gc.collect()
-                    kinds = {type(o).__name__ for o in gc.garbage}
-                finally:
-                    gc.set_debug(0)
-                    gc.garbage.clear()
-                    gc.enable()
-    finally:
-        await runner.cleanup()
+            await one()  # warm-up
+            with _garbage() as kinds:
+                for _ in range(5):
+                    events = await one()
+                    assert events[-1] == "[DONE]" and "error" in events[-2]
     assert "UpstreamError" not in kinds, kinds

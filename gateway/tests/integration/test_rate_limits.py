@@ -447,10 +447,13 @@ async def slow_redis(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TcpProxy]
     await proxy.stop()
 
 
-@contextlib.asynccontextmanager
-async def _overlap_gateway(  # type: ignore[no-untyped-def]
-    database_url: str, tmp_path: Path, simulator, proxy: TcpProxy, prefix: str
+@pytest.fixture
+async def overlap_gateway(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
 ) -> AsyncIterator[tuple[LiveGateway, str, int]]:
+    """A gateway on Redis behind `slow_redis`, its user admitted once with room to spare (the
+    next request may overlap its verdict): (gateway, token, user id)."""
+    proxy, prefix = slow_redis, redis_prefix
     settings = make_settings(
         database_url,
         tmp_path,
@@ -501,107 +504,96 @@ async def _use_up_the_minute(prefix: str, user_id: int) -> None:
 
 class TestVerdictOverlap:
     async def test_the_model_server_starts_while_the_verdict_is_on_its_way(  # type: ignore[no-untyped-def]
-        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
+        self, overlap_gateway, simulator, slow_redis: TcpProxy
     ) -> None:
-        async with _overlap_gateway(
-            database_url, tmp_path, simulator, slow_redis, redis_prefix
-        ) as (gw, token, _):
-            async with gw.client(token) as c:
-                pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, _chat())
-                assert not pending.done()  # nothing answered before the verdict
-                slow_redis.release_replies()
-                r = await pending
-            assert r.status_code == 200, r.text
-            assert r.json()["choices"][0]["message"]["content"]
-            assert r.headers["x-ratelimit-remaining"] == "8"
+        gw, token, _ = overlap_gateway
+        async with gw.client(token) as c:
+            pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, _chat())
+            assert not pending.done()  # nothing answered before the verdict
+            slow_redis.release_replies()
+            r = await pending
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"]
+        assert r.headers["x-ratelimit-remaining"] == "8"
 
     @pytest.mark.parametrize("stream", [True, False])
     async def test_refused_by_the_verdict_is_a_plain_429_and_the_generation_is_cancelled(  # type: ignore[no-untyped-def]
         self,
-        database_url: str,
-        tmp_path: Path,
+        overlap_gateway,
         simulator,
         slow_redis: TcpProxy,
         redis_prefix: str,
         stream: bool,
     ) -> None:
-        async with _overlap_gateway(
-            database_url, tmp_path, simulator, slow_redis, redis_prefix
-        ) as (gw, token, user_id):
-            await _use_up_the_minute(redis_prefix, user_id)
-            redis = Redis.from_url(SHARED_REDIS)
-            try:
-                stats = await sim_get(simulator, "/sim/stats")
-                slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": stream}
-                async with gw.client(token) as c:
-                    pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, slow)
-                    slow_redis.release_replies()
-                    r = await pending
-                assert_error(r, 429, "rate_limited")
-                assert r.headers["x-ratelimit-remaining"] == "0"
-                assert int(r.headers["retry-after"]) >= 1
-
-                async def generation_cancelled() -> bool:
-                    now = await sim_get(simulator, "/sim/stats")
-                    return bool(
-                        now["aborted_total"] == stats["aborted_total"] + 1
-                        and now["active_requests"] == 0
-                    )
-
-                await wait_until(generation_cancelled, timeout=5)
-                assert int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0) == 0
-                assert gw.app.state.rate_limiter._checking == {}
-            finally:
-                await redis.aclose()
-            await gw.app.state.usage_recorder.flush()
-            async with gw.app.state.session_factory() as session:
-                codes = [
-                    r.status_code for r in (await session.execute(select(RequestLog))).scalars()
-                ]
-            assert sorted(codes) == [200, 429]
-
-    async def test_a_refusal_comes_before_a_bad_body(  # type: ignore[no-untyped-def]
-        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
-    ) -> None:
-        async with _overlap_gateway(
-            database_url, tmp_path, simulator, slow_redis, redis_prefix
-        ) as (gw, token, user_id):
-            await _use_up_the_minute(redis_prefix, user_id)
-            async with gw.client(token) as c:
-                r = await c.post(
-                    "/v1/chat/completions",
-                    content=b'{"model": "current", "messages": [',
-                    headers={"content-type": "application/json"},
-                )
-            assert_error(r, 429, "rate_limited")
-
-    async def test_a_client_gone_before_the_verdict_leaves_no_slot_behind(  # type: ignore[no-untyped-def]
-        self, database_url: str, tmp_path: Path, simulator, slow_redis: TcpProxy, redis_prefix: str
-    ) -> None:
-        async with _overlap_gateway(
-            database_url, tmp_path, simulator, slow_redis, redis_prefix
-        ) as (gw, token, user_id):
-            before = await sim_get(simulator, "/sim/stats")
-            slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": True}
+        gw, token, user_id = overlap_gateway
+        await _use_up_the_minute(redis_prefix, user_id)
+        redis = Redis.from_url(SHARED_REDIS)
+        try:
+            stats = await sim_get(simulator, "/sim/stats")
+            slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": stream}
             async with gw.client(token) as c:
                 pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, slow)
-                pending.cancel()  # the client hangs up
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pending
-            slow_redis.release_replies()
-            redis = Redis.from_url(SHARED_REDIS)
-            try:
+                slow_redis.release_replies()
+                r = await pending
+            assert_error(r, 429, "rate_limited")
+            assert r.headers["x-ratelimit-remaining"] == "0"
+            assert int(r.headers["retry-after"]) >= 1
 
-                async def nothing_held() -> bool:
-                    sim = await sim_get(simulator, "/sim/stats")
-                    slots = int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0)
-                    return bool(
-                        slots == 0
-                        and sim["active_requests"] == 0
-                        and sim["aborted_total"] == before["aborted_total"] + 1
-                        and gw.app.state.rate_limiter._checking == {}
-                    )
+            async def generation_cancelled() -> bool:
+                now = await sim_get(simulator, "/sim/stats")
+                return bool(
+                    now["aborted_total"] == stats["aborted_total"] + 1
+                    and now["active_requests"] == 0
+                )
 
-                await wait_until(nothing_held, timeout=10)
-            finally:
-                await redis.aclose()
+            await wait_until(generation_cancelled, timeout=5)
+            assert int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0) == 0
+            assert gw.app.state.rate_limiter._checking == {}
+        finally:
+            await redis.aclose()
+        await gw.app.state.usage_recorder.flush()
+        async with gw.app.state.session_factory() as session:
+            codes = [r.status_code for r in (await session.execute(select(RequestLog))).scalars()]
+        assert sorted(codes) == [200, 429]
+
+    async def test_a_refusal_comes_before_a_bad_body(  # type: ignore[no-untyped-def]
+        self, overlap_gateway, redis_prefix: str
+    ) -> None:
+        gw, token, user_id = overlap_gateway
+        await _use_up_the_minute(redis_prefix, user_id)
+        async with gw.client(token) as c:
+            r = await c.post(
+                "/v1/chat/completions",
+                content=b'{"model": "current", "messages": [',
+                headers={"content-type": "application/json"},
+            )
+        assert_error(r, 429, "rate_limited")
+
+    async def test_a_client_gone_before_the_verdict_leaves_no_slot_behind(  # type: ignore[no-untyped-def]
+        self, overlap_gateway, simulator, slow_redis: TcpProxy, redis_prefix: str
+    ) -> None:
+        gw, token, user_id = overlap_gateway
+        before = await sim_get(simulator, "/sim/stats")
+        slow = {**_chat("long [[sim:tokens=200;itl_ms=20]]"), "stream": True}
+        async with gw.client(token) as c:
+            pending = await _sent_while_the_verdict_is_held(c, simulator, slow_redis, slow)
+            pending.cancel()  # the client hangs up
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        slow_redis.release_replies()
+        redis = Redis.from_url(SHARED_REDIS)
+        try:
+
+            async def nothing_held() -> bool:
+                sim = await sim_get(simulator, "/sim/stats")
+                slots = int(await redis.get(f"{redis_prefix}:streams:{user_id}") or 0)
+                return bool(
+                    slots == 0
+                    and sim["active_requests"] == 0
+                    and sim["aborted_total"] == before["aborted_total"] + 1
+                    and gw.app.state.rate_limiter._checking == {}
+                )
+
+            await wait_until(nothing_held, timeout=10)
+        finally:
+            await redis.aclose()
