@@ -193,29 +193,23 @@ class Sending(Protocol):
 
 
 class DirectSending:
-    """Sent through `h1`: the answer's head is waited for in `answer()`."""
+    """Sent through `h1`: the answer's head is waited for in `answer()`; a failure comes out
+    as `to_error` makes it."""
 
-    __slots__ = ("_error", "_sent", "_to_error")
+    __slots__ = ("_sent", "_to_error")
 
-    def __init__(
-        self,
-        sent: h1.Sent | None,
-        error: BaseException | None,
-        to_error: Callable[[BaseException], BaseException] | None = None,
-    ) -> None:
-        self._sent, self._error, self._to_error = sent, error, to_error
+    def __init__(self, sent: h1.Sent, to_error: Callable[[BaseException], BaseException]) -> None:
+        self._sent: h1.Sent | None = sent
+        self._to_error = to_error
 
     async def answer(self) -> Answer:
         sent, self._sent = self._sent, None
-        if sent is None:
-            assert self._error is not None
-            raise self._error
+        assert sent is not None, "answer() once"
         try:
             # a pooled connection the server had just closed (llama.cpp's server closes after
             # every stream) is sent on once more by h1: nothing was answered on it
             conn = await sent.answer()
         except Exception as exc:
-            assert self._to_error is not None
             err = self._to_error(exc)
             if err is exc:
                 raise
@@ -226,6 +220,21 @@ class DirectSending:
         sent, self._sent = self._sent, None
         if sent is not None:
             sent.abort()
+
+
+class NotSent:
+    """A request that could not be written (no connection): `answer()` raises why."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    async def answer(self) -> Answer:
+        raise self._error
+
+    def close(self) -> None:
+        pass
 
 
 class PooledSending:
@@ -483,8 +492,8 @@ class UpstreamClient:
                 self.target(endpoint), data, h1.header_lines(headers) if headers else b""
             )
         except Exception as exc:
-            return DirectSending(None, self._h1_error(exc))
-        return DirectSending(sent, None, self._h1_error)
+            return NotSent(self._h1_error(exc))
+        return DirectSending(sent, self._h1_error)
 
     @staticmethod
     def _headers(request_id: str | None, content_type: bool) -> dict[str, str]:
